@@ -1,0 +1,5 @@
+"""Lets `python -m pipeline` behave exactly like the `tfxp` console script."""
+
+from pipeline.cli import main
+
+main()
