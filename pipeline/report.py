@@ -1,0 +1,148 @@
+"""The end-of-run summary: metrics per slice, the blessing and why, the push, and the lineage."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow_model_analysis as tfma
+from rich.console import Console
+from rich.table import Table
+
+from models import evaluation
+from pipeline import lineage, wiring
+from pipeline.config import Settings
+
+REPORTED_METRICS = ("example_count", evaluation.ACCURACY, "sparse_categorical_crossentropy")
+
+
+@dataclasses.dataclass
+class RunReport:
+    """What one run decided, read back from ML Metadata."""
+
+    slices: dict[str, dict[str, float]]  # slice name → metric → value (candidate model)
+    changes: dict[str, float]  # metric → change against the baseline, overall slice
+    blessed: bool
+    reasons: list[str]  # why not blessed
+    pushed: bool
+    serving_model_dir: str | None  # the version folder now holding this run's model
+    model_uri: str
+    trained_on: list[str]  # "Type: uri" lines tracing the model back to its data
+    states: dict[str, str]  # node id → COMPLETE / CACHED
+
+
+def _slice_name(slice_key) -> str:
+    """'Overall' or 'feature=value' for a TFMA SliceKey proto."""
+    parts = []
+    for key in slice_key.single_slice_keys:
+        value = getattr(key, key.WhichOneof("kind"))
+        parts.append(f"{key.column}={value.decode() if isinstance(value, bytes) else value}")
+    return ", ".join(parts) or "Overall"
+
+
+def read_metrics(evaluation_uri: str) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Candidate metrics per slice, and overall changes against the baseline, from TFMA's output."""
+    slices: dict[str, dict[str, float]] = {}
+    changes: dict[str, float] = {}
+    for metrics in tfma.load_metrics(evaluation_uri):
+        name = _slice_name(metrics.slice_key)
+        for kv in metrics.metric_keys_and_values:
+            key = kv.key
+            if key.name not in REPORTED_METRICS or key.model_name == "baseline":
+                continue
+            if key.is_diff:
+                if name == "Overall":
+                    changes[key.name] = kv.value.double_value.value
+            else:
+                slices.setdefault(name, {})[key.name] = kv.value.double_value.value
+    return slices, changes
+
+
+def failed_thresholds(evaluation_uri: str) -> list[str]:
+    """One line per metric threshold the candidate missed, from TFMA's validation result."""
+    result = tfma.load_validation_result(evaluation_uri)
+    reasons = []
+    for per_slice in result.metric_validations_per_slice:
+        for failure in per_slice.failures:
+            value = failure.metric_value.double_value.value
+            what = f"change in {failure.metric_key.name} vs baseline" if failure.metric_key.is_diff else failure.metric_key.name
+            reasons.append(f"{_slice_name(per_slice.slice_key)}: {what} = {value:.4f} misses {_threshold_text(failure.metric_threshold)}")
+    if not reasons and not result.validation_ok:
+        reasons.append(result.missing_thresholds and "some thresholds had no metric" or "validation failed")
+    return reasons
+
+
+def _threshold_text(threshold) -> str:
+    """'≥ 0.8' style text for a TFMA MetricThreshold."""
+    if threshold.HasField("value_threshold"):
+        bound = threshold.value_threshold
+        return " ".join(
+            part for part, present in (
+                (f"≥ {bound.lower_bound.value:g}", bound.HasField("lower_bound")),
+                (f"≤ {bound.upper_bound.value:g}", bound.HasField("upper_bound")),
+            ) if present
+        )
+    return f"≥ {threshold.change_threshold.absolute.value:g} change"
+
+
+def build_report(settings: Settings, run_started: float) -> RunReport:
+    """Reads the latest run's executions and artifacts from MLMD into a RunReport."""
+    store = lineage.open_store(str(settings.paths.metadata_path))
+    runs = [r for r in lineage.pipeline_runs(store) if r.create_time_since_epoch >= run_started * 1000 - 1000]
+    executions = lineage.run_executions(store, (runs or lineage.pipeline_runs(store))[-1])
+    evaluation_artifact = executions[wiring.EVALUATOR].output("evaluation")
+    blessing = executions[wiring.EVALUATOR].output("blessing")
+    pushed_model = executions[wiring.PUSHER].output("pushed_model")
+    model = executions[wiring.TRAINER].output("model")
+    slices, changes = read_metrics(evaluation_artifact.uri)
+    blessed = lineage.custom_property(blessing, "blessed") == 1
+    pushed = lineage.custom_property(pushed_model, "pushed") == 1
+    trained_on = [
+        f"{a.type}: {a.uri}"
+        for a in lineage.upstream_artifacts(store, model.id)
+        if a.type in ("Examples", "Schema", "HyperParameters", "TransformGraph")
+    ]
+    return RunReport(
+        slices=slices,
+        changes=changes,
+        blessed=blessed,
+        reasons=[] if blessed else failed_thresholds(evaluation_artifact.uri),
+        pushed=pushed,
+        serving_model_dir=lineage.custom_property(pushed_model, "pushed_destination") if pushed else None,
+        model_uri=model.uri,
+        trained_on=sorted(trained_on),
+        states={node: ex.state for node, ex in executions.items()},
+    )
+
+
+def render(report: RunReport, settings: Settings, console: Console) -> None:
+    """Prints the summary a user reads at the end of `tfxp run`."""
+    table = Table(title="Evaluation of the candidate model (eval split)", title_justify="left")
+    table.add_column("slice")
+    for metric in REPORTED_METRICS:
+        table.add_column(metric.replace("sparse_categorical_", ""), justify="right")
+    for name in sorted(report.slices, key=lambda n: (n != "Overall", n)):
+        values = report.slices[name]
+        table.add_row(name, *(f"{values[m]:.0f}" if m == "example_count" else f"{values.get(m, float('nan')):.4f}" for m in REPORTED_METRICS))
+    console.print(table)
+    if report.changes:
+        deltas = ", ".join(f"{k.replace('sparse_categorical_', '')} {v:+.4f}" for k, v in report.changes.items() if k != "example_count")
+        console.print(f"Against the last blessed model: {deltas}")
+    else:
+        console.print("No earlier blessed model: this candidate was judged on the accuracy floor alone.")
+
+    if report.blessed:
+        console.print("[bold green]Blessed[/]: the model meets every threshold.")
+    else:
+        console.print("[bold red]Not blessed[/]: " + "; ".join(report.reasons))
+
+    cached_push = report.states.get(wiring.PUSHER) == "CACHED"
+    if report.pushed and not cached_push:
+        console.print(f"[bold]Pushed[/] to {report.serving_model_dir}")
+    elif report.pushed:
+        console.print(f"Nothing changed since the last run, so nothing new was pushed. Serving: {report.serving_model_dir}")
+    else:
+        console.print(f"Not pushed; {settings.paths.serving_root / settings.model_name} is untouched.")
+    console.print("Model trained on:")
+    for line in report.trained_on:
+        console.print(f"  {line}")
+    console.print(f"TensorBoard: [bold]tfxp tensorboard --output {settings.paths.output_root}[/]")
