@@ -20,7 +20,7 @@ EXIT_NOT_BLESSED = 3
 
 def _fail(message: str, code: int) -> None:
     """Prints one clear error line and exits with `code`."""
-    Console(stderr=True, highlight=False).print(f"[bold red]Error:[/] {message}")
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]Error:[/] {message}")
     sys.exit(code)
 
 
@@ -118,7 +118,7 @@ def tensorboard(output, port):
     binary = shutil.which("tensorboard", path=str(Path(sys.executable).parent)) or shutil.which("tensorboard")
     if binary is None:
         _fail("the tensorboard command is not installed in this environment", EXIT_FAILED)
-    Console(highlight=False).print(f"TensorBoard on {log_dir}: http://localhost:{port}/  (Ctrl-C to stop)")
+    Console(highlight=False, soft_wrap=True).print(f"TensorBoard on {log_dir}: http://localhost:{port}/  (Ctrl-C to stop)")
     try:
         sys.exit(subprocess.call([binary, "--logdir", str(log_dir), "--port", str(port)]))
     except KeyboardInterrupt:

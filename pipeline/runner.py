@@ -92,7 +92,7 @@ def terminal(log_path: Path | None) -> Iterator[tuple[Console, Console]]:
     the log too, not just Python's.
     """
     if log_path is None:
-        yield Console(highlight=False), Console(stderr=True, highlight=False)
+        yield Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
         return
     log_path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
@@ -103,7 +103,7 @@ def terminal(log_path: Path | None) -> Iterator[tuple[Console, Console]]:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
-            yield Console(file=out, highlight=False), Console(file=err, highlight=False)
+            yield Console(file=out, highlight=False, soft_wrap=True), Console(file=err, highlight=False, soft_wrap=True)
         finally:
             sys.stdout.flush()
             sys.stderr.flush()

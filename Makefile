@@ -1,0 +1,30 @@
+# Two commands for a new user: `make run` and `make test`. Both set up .venv from the lock first.
+PYTHON ?= python3
+VENV := .venv
+READY := $(VENV)/.ready
+
+.PHONY: setup run test clean help
+.DEFAULT_GOAL := help
+
+help: ## Show these targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+
+setup: $(READY) ## Create .venv and install the pinned stack from requirements.lock (no resolution)
+
+$(READY): requirements.lock setup.py
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+		{ echo "Error: $(PYTHON) must be CPython 3.11 (TFX 1.16's compiled wheels); set PYTHON=python3.11"; exit 1; }
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the pinned TFX stack into $(VENV) (a few minutes the first time)..."
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python -r requirements.lock
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(READY)
+
+run: $(READY) ## Run the whole pipeline on data/ and push a blessed model to outputs/serving/
+	$(VENV)/bin/tfxp run
+
+test: $(READY) ## Run the unit and end-to-end tests
+	$(VENV)/bin/python -m pytest tests
+
+clean: ## Delete pipeline outputs (outputs/); keeps .venv
+	rm -rf outputs

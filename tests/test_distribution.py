@@ -1,0 +1,59 @@
+"""The GPU code path, exercised without a GPU: MirroredStrategy over two logical CPU devices."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from tests.conftest import PROJECT_ROOT
+
+# Logical devices must be configured before TensorFlow initialises, hence a fresh process.
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import models
+    import numpy as np
+    import tensorflow as tf
+    from models import distribution, features, hyperparameters, training
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    strategy = distribution.strategy_for(devices)
+
+    rng = np.random.default_rng(0)
+    n = 256
+    x = {f.transformed_name: rng.normal(size=n).astype("float32") for f in features.NUMERIC_FEATURES}
+    x.update({f.transformed_name: rng.integers(0, 3, size=n) for f in features.CATEGORICAL_FEATURES})
+    y = (x[features.NUMERIC_FEATURES[0].transformed_name] > 0).astype("int64")
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).repeat()
+    sizes = {f.transformed_name: 3 for f in features.CATEGORICAL_FEATURES}
+
+    model = training.fit(strategy, hyperparameters.search_space(), sizes, 2, data, data, 80, 4, sys.argv[1])
+    print(json.dumps({
+        "strategy": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "devices": list(strategy.extended.worker_devices),
+        "mirrored": type(model.trainable_variables[0]).__name__,
+        "accuracy": float(model.evaluate(data, steps=8, verbose=0)[1]),
+        "default_here": type(distribution.choose_strategy()).__name__,
+    }))
+    """
+)
+
+
+def test_training_runs_mirrored_over_two_logical_devices(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "logs")],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["strategy"] == "MirroredStrategy"
+    assert result["replicas"] == 2
+    assert len(set(result["devices"])) == 2 and all("CPU" in d for d in result["devices"])
+    assert result["mirrored"] == "MirroredVariable"
+    assert result["accuracy"] > 0.9
+    # No GPU on this machine: choose_strategy falls back to the default strategy.
+    assert result["default_here"] == "_DefaultDistributionStrategy"
+    assert list((tmp_path / "logs" / "train").glob("events.out.tfevents.*"))

@@ -1,0 +1,189 @@
+"""The whole pipeline under LocalDagRunner in a temp folder, checked through MLMD and the pushed model."""
+
+import csv
+import gzip
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from models import features
+from pipeline import lineage, wiring
+from tests.conftest import FAST_RUN_ARGS, PROJECT_ROOT, run_tfxp
+
+ALL_NODES = {
+    wiring.EXAMPLE_GEN, wiring.STATISTICS_GEN, wiring.SCHEMA_GEN, wiring.EXAMPLE_VALIDATOR,
+    wiring.ANOMALIES_GATE, wiring.TRANSFORM, wiring.TUNER, wiring.TRAINER, wiring.BASELINE_RESOLVER,
+    wiring.EVALUATOR, wiring.PUSHER,
+}
+
+
+def _runs(output: Path):
+    store = lineage.open_store(str(output / "metadata.sqlite"))
+    return store, [lineage.run_executions(store, run) for run in lineage.pipeline_runs(store)]
+
+
+def _versions(output: Path) -> list[Path]:
+    return sorted((output / "serving" / "penguins").iterdir())
+
+
+def test_first_run_executes_every_component_once(two_runs):
+    _, runs = _runs(two_runs.output)
+    assert len(runs) == 2
+    first = runs[0]
+    assert set(first) == ALL_NODES
+    assert {node: ex.state for node, ex in first.items()} == {node: "COMPLETE" for node in ALL_NODES}
+
+
+def test_second_run_is_served_from_cache_and_pushes_nothing(two_runs):
+    _, runs = _runs(two_runs.output)
+    second = runs[1]
+    resolver_free = ALL_NODES - {wiring.BASELINE_RESOLVER}
+    assert {node: second[node].state for node in resolver_free} == {node: "CACHED" for node in resolver_free}
+    assert second[wiring.TRAINER].output("model").id == runs[0][wiring.TRAINER].output("model").id
+    assert len(_versions(two_runs.output)) == 1
+    assert "nothing new was pushed" in two_runs.second.stdout
+
+
+def test_run_shows_progress_and_a_summary(two_runs):
+    out = two_runs.first.stdout
+    for node in ALL_NODES:
+        assert f"✓ {node}" in out
+    assert "Overall" in out and "island=Biscoe" in out and "sex=female" in out
+    assert "Blessed" in out
+    version = _versions(two_runs.output)[0]
+    assert f"Pushed to {version}" in " ".join(out.split())  # rich may wrap long paths
+    assert f"tfxp tensorboard --output {two_runs.output}" in " ".join(out.split())
+    assert "Traceback" not in two_runs.first.stderr
+
+
+def test_pushed_model_is_in_tf_serving_layout(two_runs):
+    (version,) = _versions(two_runs.output)
+    assert version.name.isdigit()
+    assert (version / "saved_model.pb").is_file()
+    assert (version / "variables" / "variables.index").is_file()
+
+
+def _eval_examples(output: Path) -> list[tf.train.Example]:
+    """The eval split ExampleGen wrote: penguins the model never trained on."""
+    (split_dir,) = (output / "pipeline" / wiring.EXAMPLE_GEN / "examples").glob("*/Split-eval")
+    examples = []
+    for path in split_dir.glob("*.gz"):
+        for record in tf.data.TFRecordDataset(str(path), compression_type="GZIP"):
+            examples.append(tf.train.Example.FromString(record.numpy()))
+    return examples
+
+
+def test_pushed_model_classifies_held_out_penguins_from_serialized_examples(two_runs):
+    (version,) = _versions(two_runs.output)
+    model = tf.saved_model.load(str(version))
+    assert set(model.signatures) == {"serving_default", "transform_features"}
+    examples = _eval_examples(two_runs.output)
+    labels = [e.features.feature[features.LABEL].bytes_list.value[0].decode() for e in examples]
+    for example in examples:
+        del example.features.feature[features.LABEL]  # a serving request carries no label
+    # What TF Serving does with a PredictRequest: a batch of serialized tf.Examples to the signature.
+    outputs = model.signatures["serving_default"](examples=tf.constant([e.SerializeToString() for e in examples]))
+    assert outputs["probabilities"].shape == (len(examples), 3)
+    predicted = [name.decode() for name in outputs["class_name"].numpy()]
+    accuracy = sum(p == t for p, t in zip(predicted, labels)) / len(labels)
+    assert len(labels) > 80
+    assert accuracy > 0.85, accuracy  # chance is under 0.45
+
+
+def test_transform_features_signature_gives_tfma_the_label(two_runs):
+    (version,) = _versions(two_runs.output)
+    model = tf.saved_model.load(str(version))
+    examples = _eval_examples(two_runs.output)[:4]
+    out = model.signatures["transform_features"](examples=tf.constant([e.SerializeToString() for e in examples]))
+    assert features.transformed_name(features.LABEL) in out
+    assert out[features.transformed_name(features.LABEL)].shape == (4,)
+
+
+def test_lineage_links_pushed_model_to_its_training_examples(two_runs):
+    store, runs = _runs(two_runs.output)
+    first = runs[0]
+    pushed = first[wiring.PUSHER].output("pushed_model")
+    assert lineage.custom_property(pushed, "pushed") == 1
+    assert lineage.custom_property(pushed, "pushed_destination") == str(_versions(two_runs.output)[0])
+    upstream = {a.id: a for a in lineage.upstream_artifacts(store, pushed.id)}
+    assert first[wiring.TRAINER].output("model").id in upstream
+    assert first[wiring.EXAMPLE_GEN].output("examples").id in upstream
+    assert first[wiring.TRANSFORM].output("transformed_examples").id in upstream
+    assert first[wiring.SCHEMA_GEN].output("schema").id in upstream
+    assert first[wiring.TUNER].output("best_hyperparameters").id in upstream
+    assert first[wiring.TRAINER].inputs["examples"][0].id == first[wiring.TRANSFORM].output("transformed_examples").id
+
+
+def test_tensorboard_logs_hold_the_training_loss(two_runs):
+    run_dir = two_runs.output / "pipeline" / wiring.TRAINER / "model_run"
+    (train_dir,) = run_dir.glob("*/train")
+    events = event_accumulator.EventAccumulator(str(train_dir), size_guidance={event_accumulator.TENSORS: 0})
+    events.Reload()
+    assert "epoch_loss" in events.Tags()["tensors"]
+    losses = [tf.make_ndarray(e.tensor_proto).item() for e in events.Tensors("epoch_loss")]
+    assert len(losses) >= 5
+    assert losses[-1] < losses[0]
+
+
+def _write_csv(folder: Path, mutate) -> Path:
+    folder.mkdir(parents=True)
+    with open(PROJECT_ROOT / "data" / "penguins.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    mutate(rows)
+    with open(folder / "penguins.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
+def test_data_anomalies_stop_the_run_before_transform(tmp_path):
+    def break_units(rows):
+        for row in rows[:40]:
+            row["island"] = "Atlantis"
+            if row["body_mass_g"]:
+                row["body_mass_g"] = str(int(row["body_mass_g"]) // 1000)  # kg where grams were expected
+
+    data = _write_csv(tmp_path / "data", break_units)
+    output = tmp_path / "outputs"
+    result = run_tfxp("run", "--data", str(data), "--output", str(output), *FAST_RUN_ARGS)
+    assert result.code == 1
+    assert "data anomalies stopped the run before Transform" in result.stderr
+    assert "island" in result.stderr and "body_mass_g" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "✗ AnomaliesGate" in result.stdout
+    _, runs = _runs(output)
+    assert wiring.TRANSFORM not in runs[-1] and wiring.TRAINER not in runs[-1]
+    assert not (output / "serving").exists()
+
+
+def test_missing_data_folder_is_one_clear_error(tmp_path):
+    result = run_tfxp("run", "--data", str(tmp_path / "nope"), "--output", str(tmp_path / "out"))
+    assert result.code == 2
+    assert result.stderr.strip() == f"Error: data folder {tmp_path / 'nope'} does not exist (give a folder of CSV files with --data)"
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_folder_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run_tfxp("run", "--output", str(blocker / "outputs"))
+    assert result.code == 2
+    assert result.stderr.startswith(f"Error: output folder {blocker / 'outputs'} is not writable")
+    assert "Traceback" not in result.stderr
+
+
+def test_every_command_has_help():
+    for args in (["--help"], ["run", "--help"], ["tensorboard", "--help"]):
+        result = run_tfxp(*args)
+        assert result.code == 0
+        assert "Usage:" in result.stdout
+    assert "--no-tuner" in run_tfxp("run", "--help").stdout
+
+
+def test_tensorboard_without_runs_explains_what_to_do(tmp_path):
+    result = run_tfxp("tensorboard", "--output", str(tmp_path))
+    assert result.code == 2
+    assert "run `tfxp run` first" in result.stderr
