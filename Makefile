@@ -17,7 +17,7 @@ $(READY): requirements.lock setup.py
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing the pinned TFX stack into $(VENV) (a few minutes the first time)..."
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python -r requirements.lock
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --use-pep517 -e .
 	@touch $(READY)
 
 run: $(READY) ## Run the whole pipeline on data/ and push a blessed model to outputs/serving/

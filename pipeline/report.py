@@ -101,6 +101,9 @@ def build_report(settings: Settings, run_started: float) -> RunReport:
         for a in lineage.upstream_artifacts(store, model.id)
         if a.type in ("Examples", "Schema", "HyperParameters", "TransformGraph")
     ]
+    code = executions[wiring.TRAINER].execution.properties.get("module_path")
+    if code is not None:
+        trained_on.append(f"Code: {code.string_value}")
     return RunReport(
         slices=slices,
         changes=changes,
