@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from pipeline import config
 
@@ -20,7 +21,7 @@ EXIT_NOT_BLESSED = 3
 
 def _fail(message: str, code: int) -> None:
     """Prints one clear error line and exits with `code`."""
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]Error:[/] {message}")
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]Error:[/] {escape(message)}")
     sys.exit(code)
 
 
@@ -93,10 +94,10 @@ def _run_and_report(settings: config.Settings, out: Console, err: Console, log_p
         where = f"\nFull log: {failure.log_path}" if failure.log_path else ""
         if isinstance(failure.cause, guards.DataAnomaliesError):
             err.print(f"[bold red]Error:[/] data anomalies stopped the run before Transform; nothing was trained or pushed.\n"
-                      f"{failure.cause}\nFix the data, or review and update {settings.paths.schema_file}.{where}")
+                      f"{escape(str(failure.cause))}\nFix the data, or review and update {settings.paths.schema_file}.{escape(where)}")
         else:
             err.print(f"[bold red]Error:[/] {failure.node_id or 'the pipeline'} failed: "
-                      f"{type(failure.cause).__name__}: {failure.cause}{where}")
+                      f"{type(failure.cause).__name__}: {escape(str(failure.cause))}{escape(where)}")
         return EXIT_FAILED
     out.print(f"Pipeline finished in {sum(t.seconds for t in timings):.1f} s.\n")
     summary = report.build_report(settings, started)

@@ -6,6 +6,7 @@ import dataclasses
 
 import tensorflow_model_analysis as tfma
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from models import evaluation
@@ -63,25 +64,28 @@ def failed_thresholds(evaluation_uri: str) -> list[str]:
     reasons = []
     for per_slice in result.metric_validations_per_slice:
         for failure in per_slice.failures:
-            value = failure.metric_value.double_value.value
-            what = f"change in {failure.metric_key.name} vs baseline" if failure.metric_key.is_diff else failure.metric_key.name
-            reasons.append(f"{_slice_name(per_slice.slice_key)}: {what} = {value:.4f} misses {_threshold_text(failure.metric_threshold)}")
+            key = failure.metric_key
+            what = f"change in {key.name} vs baseline" if key.is_diff else key.name
+            reasons.append(
+                f"{_slice_name(per_slice.slice_key)}: {what} = {failure.metric_value.double_value.value:.4f} "
+                f"misses {_threshold_text(failure.metric_threshold)}"
+            )
     if not reasons and not result.validation_ok:
-        reasons.append(result.missing_thresholds and "some thresholds had no metric" or "validation failed")
+        reasons.append("TFMA validation failed; see the Evaluator's validations file")
     return reasons
 
 
 def _threshold_text(threshold) -> str:
     """'≥ 0.8' style text for a TFMA MetricThreshold."""
-    if threshold.HasField("value_threshold"):
-        bound = threshold.value_threshold
-        return " ".join(
-            part for part, present in (
-                (f"≥ {bound.lower_bound.value:g}", bound.HasField("lower_bound")),
-                (f"≤ {bound.upper_bound.value:g}", bound.HasField("upper_bound")),
-            ) if present
-        )
-    return f"≥ {threshold.change_threshold.absolute.value:g} change"
+    if threshold.HasField("change_threshold"):
+        return f"a change of at least {threshold.change_threshold.absolute.value:g}"
+    bound = threshold.value_threshold
+    parts = []
+    if bound.HasField("lower_bound"):
+        parts.append(f"≥ {bound.lower_bound.value:g}")
+    if bound.HasField("upper_bound"):
+        parts.append(f"≤ {bound.upper_bound.value:g}")
+    return " and ".join(parts)
 
 
 def build_report(settings: Settings, run_started: float) -> RunReport:
@@ -136,7 +140,7 @@ def render(report: RunReport, settings: Settings, console: Console) -> None:
     if report.blessed:
         console.print("[bold green]Blessed[/]: the model meets every threshold.")
     else:
-        console.print("[bold red]Not blessed[/]: " + "; ".join(report.reasons))
+        console.print("[bold red]Not blessed[/]: " + escape("; ".join(report.reasons)))
 
     cached_push = report.states.get(wiring.PUSHER) == "CACHED"
     if report.pushed and not cached_push:

@@ -30,7 +30,6 @@ def _versions(output: Path) -> list[Path]:
 
 def test_first_run_executes_every_component_once(two_runs):
     _, runs = _runs(two_runs.output)
-    assert len(runs) == 2
     first = runs[0]
     assert set(first) == ALL_NODES
     assert {node: ex.state for node, ex in first.items()} == {node: "COMPLETE" for node in ALL_NODES}
@@ -127,6 +126,20 @@ def test_tensorboard_logs_hold_the_training_loss(two_runs):
     assert losses[-1] < losses[0]
 
 
+def test_a_model_below_the_bar_is_not_pushed(two_runs):
+    """Runs last on the shared folder: only the Evaluator's threshold changes, so only it and Pusher re-run."""
+    result = run_tfxp("run", "--output", str(two_runs.output), *FAST_RUN_ARGS, "--min-accuracy", "1.0")
+    assert result.code == 3, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "Not blessed: Overall: sparse_categorical_accuracy = 0.9" in out and "misses ≥ 1" in out
+    assert "Not pushed;" in out
+    assert len(_versions(two_runs.output)) == 1
+    _, runs = _runs(two_runs.output)
+    assert runs[-1][wiring.TRAINER].state == "CACHED"
+    assert runs[-1][wiring.EVALUATOR].state == "COMPLETE"
+    assert lineage.custom_property(runs[-1][wiring.PUSHER].output("pushed_model"), "pushed") == 0
+
+
 def _write_csv(folder: Path, mutate) -> Path:
     folder.mkdir(parents=True)
     with open(PROJECT_ROOT / "data" / "penguins.csv", newline="") as f:
@@ -151,7 +164,8 @@ def test_data_anomalies_stop_the_run_before_transform(tmp_path):
     result = run_tfxp("run", "--data", str(data), "--output", str(output), *FAST_RUN_ARGS)
     assert result.code == 1
     assert "data anomalies stopped the run before Transform" in result.stderr
-    assert "island" in result.stderr and "body_mass_g" in result.stderr
+    assert "[train] island: Unexpected string values" in result.stderr
+    assert "[train] body_mass_g: Out-of-range values" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert "✗ AnomaliesGate" in result.stdout
     _, runs = _runs(output)
