@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from pipeline import config
+from pipeline import config, nodes
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -111,9 +112,7 @@ def _run_and_report(settings: config.Settings, out: Console, err: Console, log_p
 def tensorboard(output, port):
     """Open TensorBoard on the training curves of every run."""
     settings = config.Settings(paths=config.Paths(output_root=output.resolve()))
-    from pipeline import wiring
-
-    log_dir = settings.paths.pipeline_root / wiring.TRAINER / "model_run"
+    log_dir = nodes.training_logs(settings.paths.pipeline_root)
     if not log_dir.is_dir():
         _fail(f"no training logs under {log_dir}; run `tfxp run` first", EXIT_BAD_INPUT)
     binary = shutil.which("tensorboard", path=str(Path(sys.executable).parent)) or shutil.which("tensorboard")
@@ -121,6 +120,7 @@ def tensorboard(output, port):
         _fail("the tensorboard command is not installed in this environment", EXIT_FAILED)
     Console(highlight=False, soft_wrap=True).print(f"TensorBoard on {log_dir}: http://localhost:{port}/  (Ctrl-C to stop)")
     try:
-        sys.exit(subprocess.call([binary, "--logdir", str(log_dir), "--port", str(port)]))
+        quiet = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
+        sys.exit(subprocess.call([binary, "--logdir", str(log_dir), "--port", str(port)], env=quiet))
     except KeyboardInterrupt:
         sys.exit(0)

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from models import evaluation
-from pipeline import lineage, wiring
+from pipeline import lineage, nodes
 from pipeline.config import Settings
 
 REPORTED_METRICS = ("example_count", evaluation.ACCURACY, "sparse_categorical_crossentropy")
@@ -93,10 +93,10 @@ def build_report(settings: Settings, run_started: float) -> RunReport:
     store = lineage.open_store(str(settings.paths.metadata_path))
     runs = [r for r in lineage.pipeline_runs(store) if r.create_time_since_epoch >= run_started * 1000 - 1000]
     executions = lineage.run_executions(store, (runs or lineage.pipeline_runs(store))[-1])
-    evaluation_artifact = executions[wiring.EVALUATOR].output("evaluation")
-    blessing = executions[wiring.EVALUATOR].output("blessing")
-    pushed_model = executions[wiring.PUSHER].output("pushed_model")
-    model = executions[wiring.TRAINER].output("model")
+    evaluation_artifact = executions[nodes.EVALUATOR].output("evaluation")
+    blessing = executions[nodes.EVALUATOR].output("blessing")
+    pushed_model = executions[nodes.PUSHER].output("pushed_model")
+    model = executions[nodes.TRAINER].output("model")
     slices, changes = read_metrics(evaluation_artifact.uri)
     blessed = lineage.custom_property(blessing, "blessed") == 1
     pushed = lineage.custom_property(pushed_model, "pushed") == 1
@@ -105,7 +105,7 @@ def build_report(settings: Settings, run_started: float) -> RunReport:
         for a in lineage.upstream_artifacts(store, model.id)
         if a.type in ("Examples", "Schema", "HyperParameters", "TransformGraph")
     ]
-    code = executions[wiring.TRAINER].execution.properties.get("module_path")
+    code = executions[nodes.TRAINER].execution.properties.get("module_path")
     if code is not None:
         trained_on.append(f"Code: {code.string_value}")
     return RunReport(
@@ -142,7 +142,7 @@ def render(report: RunReport, settings: Settings, console: Console) -> None:
     else:
         console.print("[bold red]Not blessed[/]: " + escape("; ".join(report.reasons)))
 
-    cached_push = report.states.get(wiring.PUSHER) == "CACHED"
+    cached_push = report.states.get(nodes.PUSHER) == "CACHED"
     if report.pushed and not cached_push:
         console.print(f"[bold]Pushed[/] to {report.serving_model_dir}")
     elif report.pushed:

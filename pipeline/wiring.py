@@ -9,21 +9,11 @@ from tfx import v1 as tfx
 
 from models import evaluation, preprocessing, training
 from pipeline import guards
+from pipeline.nodes import (
+    ANOMALIES_GATE, BASELINE_RESOLVER, EVALUATOR, EXAMPLE_GEN, EXAMPLE_VALIDATOR, PUSHER, SCHEMA_GEN,
+    STATISTICS_GEN, TRAINER, TRANSFORM, TUNER,
+)
 from pipeline.config import Settings
-
-# Component ids, named once so the runner, lineage queries and tests agree.
-EXAMPLE_GEN = "CsvExampleGen"
-STATISTICS_GEN = "StatisticsGen"
-SCHEMA_GEN = "SchemaGen"
-EXAMPLE_VALIDATOR = "ExampleValidator"
-ANOMALIES_GATE = "AnomaliesGate"
-TRANSFORM = "Transform"
-TUNER = "Tuner"
-TRAINER = "Trainer"
-BASELINE_RESOLVER = "BaselineModelResolver"
-EVALUATOR = "Evaluator"
-PUSHER = "Pusher"
-
 
 def _module_file(fn) -> str:
     """The source file defining `fn`; TFX packages its folder, so code edits invalidate the cache."""

@@ -1,21 +1,25 @@
 """The whole pipeline under LocalDagRunner in a temp folder, checked through MLMD and the pushed model."""
 
 import csv
-import gzip
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
-import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from models import features
-from pipeline import lineage, wiring
+from pipeline import lineage, nodes
 from tests.conftest import FAST_RUN_ARGS, PROJECT_ROOT, run_tfxp
 
 ALL_NODES = {
-    wiring.EXAMPLE_GEN, wiring.STATISTICS_GEN, wiring.SCHEMA_GEN, wiring.EXAMPLE_VALIDATOR,
-    wiring.ANOMALIES_GATE, wiring.TRANSFORM, wiring.TUNER, wiring.TRAINER, wiring.BASELINE_RESOLVER,
-    wiring.EVALUATOR, wiring.PUSHER,
+    nodes.EXAMPLE_GEN, nodes.STATISTICS_GEN, nodes.SCHEMA_GEN, nodes.EXAMPLE_VALIDATOR,
+    nodes.ANOMALIES_GATE, nodes.TRANSFORM, nodes.TUNER, nodes.TRAINER, nodes.BASELINE_RESOLVER,
+    nodes.EVALUATOR, nodes.PUSHER,
 }
 
 
@@ -38,9 +42,9 @@ def test_first_run_executes_every_component_once(two_runs):
 def test_second_run_is_served_from_cache_and_pushes_nothing(two_runs):
     _, runs = _runs(two_runs.output)
     second = runs[1]
-    resolver_free = ALL_NODES - {wiring.BASELINE_RESOLVER}
+    resolver_free = ALL_NODES - {nodes.BASELINE_RESOLVER}
     assert {node: second[node].state for node in resolver_free} == {node: "CACHED" for node in resolver_free}
-    assert second[wiring.TRAINER].output("model").id == runs[0][wiring.TRAINER].output("model").id
+    assert second[nodes.TRAINER].output("model").id == runs[0][nodes.TRAINER].output("model").id
     assert len(_versions(two_runs.output)) == 1
     assert "nothing new was pushed" in two_runs.second.stdout
 
@@ -66,7 +70,7 @@ def test_pushed_model_is_in_tf_serving_layout(two_runs):
 
 def _eval_examples(output: Path) -> list[tf.train.Example]:
     """The eval split ExampleGen wrote: penguins the model never trained on."""
-    (split_dir,) = (output / "pipeline" / wiring.EXAMPLE_GEN / "examples").glob("*/Split-eval")
+    (split_dir,) = (output / "pipeline" / nodes.EXAMPLE_GEN / "examples").glob("*/Split-eval")
     examples = []
     for path in split_dir.glob("*.gz"):
         for record in tf.data.TFRecordDataset(str(path), compression_type="GZIP"):
@@ -103,20 +107,20 @@ def test_transform_features_signature_gives_tfma_the_label(two_runs):
 def test_lineage_links_pushed_model_to_its_training_examples(two_runs):
     store, runs = _runs(two_runs.output)
     first = runs[0]
-    pushed = first[wiring.PUSHER].output("pushed_model")
+    pushed = first[nodes.PUSHER].output("pushed_model")
     assert lineage.custom_property(pushed, "pushed") == 1
     assert lineage.custom_property(pushed, "pushed_destination") == str(_versions(two_runs.output)[0])
     upstream = {a.id: a for a in lineage.upstream_artifacts(store, pushed.id)}
-    assert first[wiring.TRAINER].output("model").id in upstream
-    assert first[wiring.EXAMPLE_GEN].output("examples").id in upstream
-    assert first[wiring.TRANSFORM].output("transformed_examples").id in upstream
-    assert first[wiring.SCHEMA_GEN].output("schema").id in upstream
-    assert first[wiring.TUNER].output("best_hyperparameters").id in upstream
-    assert first[wiring.TRAINER].inputs["examples"][0].id == first[wiring.TRANSFORM].output("transformed_examples").id
+    assert first[nodes.TRAINER].output("model").id in upstream
+    assert first[nodes.EXAMPLE_GEN].output("examples").id in upstream
+    assert first[nodes.TRANSFORM].output("transformed_examples").id in upstream
+    assert first[nodes.SCHEMA_GEN].output("schema").id in upstream
+    assert first[nodes.TUNER].output("best_hyperparameters").id in upstream
+    assert first[nodes.TRAINER].inputs["examples"][0].id == first[nodes.TRANSFORM].output("transformed_examples").id
 
 
 def test_tensorboard_logs_hold_the_training_loss(two_runs):
-    run_dir = two_runs.output / "pipeline" / wiring.TRAINER / "model_run"
+    run_dir = nodes.training_logs(two_runs.output / "pipeline")
     (train_dir,) = run_dir.glob("*/train")
     events = event_accumulator.EventAccumulator(str(train_dir), size_guidance={event_accumulator.TENSORS: 0})
     events.Reload()
@@ -124,6 +128,41 @@ def test_tensorboard_logs_hold_the_training_loss(two_runs):
     losses = [tf.make_ndarray(e.tensor_proto).item() for e in events.Tensors("epoch_loss")]
     assert len(losses) >= 5
     assert losses[-1] < losses[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def test_tfxp_tensorboard_serves_the_training_curves(two_runs):
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "tensorboard", "--output", str(two_runs.output), "--port", str(port)],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        runs, deadline = [], time.monotonic() + 180
+        while not runs and time.monotonic() < deadline and server.poll() is None:
+            time.sleep(2)
+            try:
+                runs = _get_json(f"http://127.0.0.1:{port}/data/runs")
+            except OSError:
+                pass
+        assert server.poll() is None, server.communicate()[1][-2000:]
+        train_runs = [r for r in runs if r.endswith("/train")]
+        assert train_runs, runs
+        tags = _get_json(f"http://127.0.0.1:{port}/data/plugin/scalars/tags")
+        assert "epoch_loss" in tags[train_runs[0]]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_a_model_below_the_bar_is_not_pushed(two_runs):
@@ -135,9 +174,9 @@ def test_a_model_below_the_bar_is_not_pushed(two_runs):
     assert "Not pushed;" in out
     assert len(_versions(two_runs.output)) == 1
     _, runs = _runs(two_runs.output)
-    assert runs[-1][wiring.TRAINER].state == "CACHED"
-    assert runs[-1][wiring.EVALUATOR].state == "COMPLETE"
-    assert lineage.custom_property(runs[-1][wiring.PUSHER].output("pushed_model"), "pushed") == 0
+    assert runs[-1][nodes.TRAINER].state == "CACHED"
+    assert runs[-1][nodes.EVALUATOR].state == "COMPLETE"
+    assert lineage.custom_property(runs[-1][nodes.PUSHER].output("pushed_model"), "pushed") == 0
 
 
 def _write_csv(folder: Path, mutate) -> Path:
@@ -169,7 +208,7 @@ def test_data_anomalies_stop_the_run_before_transform(tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
     assert "✗ AnomaliesGate" in result.stdout
     _, runs = _runs(output)
-    assert wiring.TRANSFORM not in runs[-1] and wiring.TRAINER not in runs[-1]
+    assert nodes.TRANSFORM not in runs[-1] and nodes.TRAINER not in runs[-1]
     assert not (output / "serving").exists()
 
 

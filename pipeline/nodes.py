@@ -1,0 +1,20 @@
+"""Component ids, named once so the wiring, the runner's reports, lineage queries and tests agree."""
+
+from pathlib import Path
+
+EXAMPLE_GEN = "CsvExampleGen"
+STATISTICS_GEN = "StatisticsGen"
+SCHEMA_GEN = "SchemaGen"
+EXAMPLE_VALIDATOR = "ExampleValidator"
+ANOMALIES_GATE = "AnomaliesGate"
+TRANSFORM = "Transform"
+TUNER = "Tuner"
+TRAINER = "Trainer"
+BASELINE_RESOLVER = "BaselineModelResolver"
+EVALUATOR = "Evaluator"
+PUSHER = "Pusher"
+
+
+def training_logs(pipeline_root: Path) -> Path:
+    """Where the Trainer's TensorBoard logs land: one subfolder per training run."""
+    return pipeline_root / TRAINER / "model_run"
