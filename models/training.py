@@ -12,6 +12,7 @@ from tfx_bsl.public import tfxio
 from models import distribution, features, hyperparameters, network, signatures
 
 BATCH_SIZE = 32
+SEED = 0  # fixes weight initialisation and the Tuner's draws, so a rerun reproduces a model
 TUNER_MAX_TRIALS = "max_trials"  # Tuner custom_config key
 
 
@@ -62,6 +63,7 @@ def fit(
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Trains with the Tuner's best hyperparameters (or the defaults) and exports for serving."""
+    keras.utils.set_random_seed(SEED)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     category_sizes, num_classes = vocabulary_sizes(tft_output)
     model = fit(
@@ -80,6 +82,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
 def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     """A small random search over the shared search space, scored on eval accuracy."""
+    keras.utils.set_random_seed(SEED)
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     category_sizes, num_classes = vocabulary_sizes(tft_output)
     tuner = keras_tuner.RandomSearch(
@@ -89,7 +92,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         max_trials=int(fn_args.custom_config[TUNER_MAX_TRIALS]),
         directory=fn_args.working_dir,
         project_name="search",
-        seed=0,
+        seed=SEED,
     )
     return tfx.components.TunerFnResult(
         tuner=tuner,

@@ -46,8 +46,8 @@ def test_defaults_are_used_when_no_tuner_ran():
 
 def test_tuned_values_override_the_defaults():
     tuned = hyperparameters.search_space()
-    tuned.values.update({"hidden_layers": 3, "hidden_units": 32, "learning_rate": 1e-3})
+    tuned.values.update({"hidden_layers": 3, "hidden_units": 32, "learning_rate": 3e-3})
     hp = hyperparameters.resolve(tuned.get_config())
-    assert (hp.get("hidden_layers"), hp.get("hidden_units"), hp.get("learning_rate")) == (3, 32, 1e-3)
+    assert (hp.get("hidden_layers"), hp.get("hidden_units"), hp.get("learning_rate")) == (3, 32, 3e-3)
     model = network.build_model(hp, SIZES, num_classes=3)
     assert sum(isinstance(layer, tf.keras.layers.Dense) for layer in model.layers) == 4  # 3 hidden + output
