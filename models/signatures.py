@@ -30,6 +30,7 @@ def make_signatures(model: keras.Model, tft_output: tft.TFTransformOutput) -> di
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serving_default(serialized):
+        """What TF Serving calls: raw tf.Examples without the label in, class probabilities and name out."""
         transformed = model.tft_layer(tf.io.parse_example(serialized, serving_spec))
         probabilities = model({k: transformed[k] for k in model_keys})
         return {
@@ -39,6 +40,7 @@ def make_signatures(model: keras.Model, tft_output: tft.TFTransformOutput) -> di
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(serialized):
+        """What TFMA calls: raw tf.Examples with the label in, Transform's features out."""
         return model.tft_layer(tf.io.parse_example(serialized, eval_spec))
 
     return {

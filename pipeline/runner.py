@@ -56,6 +56,7 @@ class _ProgressHandler(logging.Handler):
         return self.timings[-1] if self.timings and not self.timings[-1].finished else None
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Starts a spinner when a component starts; prints its line when it finishes."""
         if record.msg == _STARTED:
             self.timings.append(ComponentTiming(record.args[0]))
             self._started_at = time.monotonic()
