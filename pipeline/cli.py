@@ -19,6 +19,7 @@ from pipeline import config, nodes
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_NOT_BLESSED = 3
+EXIT_INTERRUPTED = 130
 
 def _fail(message: str, code: int) -> None:
     """Prints one clear error line and exits with `code`."""
@@ -75,7 +76,12 @@ def run(data, output, schema, infer_schema, tuner, tuner_trials, train_steps, mi
 
     log_path = None if verbose else runner.new_log_path(settings)
     with runner.terminal(log_path) as (out, err):
-        sys.exit(_run_and_report(settings, out, err, log_path))
+        try:
+            code = _run_and_report(settings, out, err, log_path)
+        except KeyboardInterrupt:
+            err.print("Interrupted. Finished components are cached in MLMD; rerun `tfxp run` to continue from them.")
+            code = EXIT_INTERRUPTED
+    sys.exit(code)
 
 
 def _run_and_report(settings: config.Settings, out: Console, err: Console, log_path: Path | None) -> int:

@@ -137,6 +137,9 @@ def run_pipeline(settings: Settings, console: Console, log_path: Path | None) ->
     except Exception as error:  # any component failure: logged in full, reported in one line
         logging.getLogger(__name__).exception("Pipeline run failed")
         raise RunFailed(progress.fail(), error, log_path) from error
+    except KeyboardInterrupt:
+        progress.fail()
+        raise
     finally:
         absl_logger.removeHandler(progress)
     return progress.timings, started
