@@ -105,7 +105,7 @@ def build_report(settings: Settings, run_started: float) -> RunReport:
         for a in lineage.upstream_artifacts(store, model.id)
         if a.type in ("Examples", "Schema", "HyperParameters", "TransformGraph")
     ]
-    code = executions[nodes.TRAINER].execution.properties.get("module_path")
+    code = executions[nodes.TRAINER].execution.custom_properties.get("module_path")
     if code is not None:
         trained_on.append(f"Code: {code.string_value}")
     return RunReport(

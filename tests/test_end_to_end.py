@@ -58,6 +58,7 @@ def test_run_shows_progress_and_a_summary(two_runs):
     version = _versions(two_runs.output)[0]
     assert f"Pushed to {version}" in " ".join(out.split())  # rich may wrap long paths
     assert f"tfxp tensorboard --output {two_runs.output}" in " ".join(out.split())
+    assert "Code: training@" in out and "tfx_user_code_Trainer" in out  # which code made the model
     assert "Traceback" not in two_runs.first.stderr
 
 
