@@ -96,7 +96,7 @@ def _run_and_report(settings: config.Settings, out: Console, err: Console, log_p
     if log_path:
         out.print(f"[dim]Full log: {log_path}[/]")
     try:
-        timings, started = runner.run_pipeline(settings, out, log_path)
+        timings = runner.run_pipeline(settings, out, log_path)
     except runner.RunFailed as failure:
         where = f"\nFull log: {failure.log_path}" if failure.log_path else ""
         if isinstance(failure.cause, guards.DataAnomaliesError):
@@ -107,7 +107,7 @@ def _run_and_report(settings: config.Settings, out: Console, err: Console, log_p
                       f"{type(failure.cause).__name__}: {escape(str(failure.cause))}{escape(where)}")
         return EXIT_FAILED
     out.print(f"Pipeline finished in {sum(t.seconds for t in timings):.1f} s.\n")
-    summary = report.build_report(settings, started)
+    summary = report.build_report(settings)
     report.render(summary, settings, out)
     return 0 if summary.blessed else EXIT_NOT_BLESSED
 

@@ -88,11 +88,10 @@ def _threshold_text(threshold) -> str:
     return " and ".join(parts)
 
 
-def build_report(settings: Settings, run_started: float) -> RunReport:
-    """Reads the latest run's executions and artifacts from MLMD into a RunReport."""
+def build_report(settings: Settings) -> RunReport:
+    """Reads the newest run's executions and artifacts from MLMD into a RunReport."""
     store = lineage.open_store(str(settings.paths.metadata_path))
-    runs = [r for r in lineage.pipeline_runs(store) if r.create_time_since_epoch >= run_started * 1000 - 1000]
-    executions = lineage.run_executions(store, (runs or lineage.pipeline_runs(store))[-1])
+    executions = lineage.run_executions(store, lineage.pipeline_runs(store)[-1])
     evaluation_artifact = executions[nodes.EVALUATOR].output("evaluation")
     blessing = executions[nodes.EVALUATOR].output("blessing")
     pushed_model = executions[nodes.PUSHER].output("pushed_model")

@@ -119,8 +119,8 @@ def new_log_path(settings: Settings) -> Path:
     return settings.paths.logs_dir / f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}.log"
 
 
-def run_pipeline(settings: Settings, console: Console, log_path: Path | None) -> tuple[list[ComponentTiming], float]:
-    """Runs the DAG once; returns per-component timings and the start time, or raises RunFailed."""
+def run_pipeline(settings: Settings, console: Console, log_path: Path | None) -> list[ComponentTiming]:
+    """Runs the DAG once; returns per-component timings, or raises RunFailed."""
     from absl import logging as absl_logging
     from tfx import v1 as tfx
 
@@ -130,7 +130,6 @@ def run_pipeline(settings: Settings, console: Console, log_path: Path | None) ->
     progress = _ProgressHandler(console)
     absl_logger = logging.getLogger("absl")
     absl_logger.addHandler(progress)
-    started = time.time()
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(settings.paths.metadata_path))
     try:
         tfx.orchestration.LocalDagRunner().run(create_pipeline(settings, connection))
@@ -142,4 +141,4 @@ def run_pipeline(settings: Settings, console: Console, log_path: Path | None) ->
         raise
     finally:
         absl_logger.removeHandler(progress)
-    return progress.timings, started
+    return progress.timings
