@@ -1,6 +1,3 @@
 """Pipeline wiring, configuration, runner and command line for the penguin TFX pipeline."""
 
-import os
-
-# TFX 1.16 needs Keras 2; TF 2.16 defaults to Keras 3 unless told otherwise before import.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)

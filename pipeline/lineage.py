@@ -30,11 +30,6 @@ class NodeExecution:
         """COMPLETE, CACHED, FAILED, … as MLMD records it."""
         return _EXECUTION_STATES.Name(self.execution.last_known_state)
 
-    @property
-    def seconds(self) -> float:
-        """Wall time from MLMD's create and last-update timestamps."""
-        return (self.execution.last_update_time_since_epoch - self.execution.create_time_since_epoch) / 1000
-
     def output(self, key: str) -> metadata_store_pb2.Artifact | None:
         """The single artifact under output `key`, or None."""
         artifacts = self.outputs.get(key, [])

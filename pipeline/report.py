@@ -26,7 +26,6 @@ class RunReport:
     reasons: list[str]  # why not blessed
     pushed: bool
     serving_model_dir: str | None  # the version folder now holding this run's model
-    model_uri: str
     trained_on: list[str]  # "Type: uri" lines tracing the model back to its data
     states: dict[str, str]  # node id → COMPLETE / CACHED
 
@@ -114,7 +113,6 @@ def build_report(settings: Settings) -> RunReport:
         reasons=[] if blessed else failed_thresholds(evaluation_artifact.uri),
         pushed=pushed,
         serving_model_dir=lineage.custom_property(pushed_model, "pushed_destination") if pushed else None,
-        model_uri=model.uri,
         trained_on=sorted(trained_on),
         states={node: ex.state for node, ex in executions.items()},
     )
