@@ -1,16 +1,38 @@
-"""The one place that says which columns exist, what they are and how each is transformed."""
+"""The one place that says which columns are inputs, how each is encoded, and what the label is.
+
+Declarations are derived from the curated schema plus the project's overrides, then passed to
+Transform, Tuner and Trainer as JSON, so every stage sees the same list.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import json
+from collections.abc import Mapping, Sequence
+
+from tensorflow_metadata.proto.v0 import schema_pb2
 
 
-class Kind(enum.Enum):
-    """How a raw column is turned into a model input."""
+class Encoding(str, enum.Enum):
+    """How a raw column becomes model inputs."""
 
-    NUMERIC = "numeric"  # z-scored, missing values imputed with the mean
-    CATEGORICAL = "categorical"  # vocabulary with out-of-vocabulary buckets
+    NUMERIC = "numeric"  # z-scored, missing imputed with the mean, plus a missing indicator if optional
+    VOCABULARY = "vocabulary"  # vocabulary (capped at `buckets` entries when set) with one OOV bucket
+    HASHED = "hashed"  # hashed into `buckets` buckets, for high-cardinality strings
+    TIMESTAMP = "timestamp"  # hour, day of week and month of an ISO-8601 string or Unix seconds
+
+
+class Problem(str, enum.Enum):
+    """What the label asks the model to predict."""
+
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
+    REGRESSION = "regression"
+
+
+OOV_BUCKETS = 1
+TIMESTAMP_PARTS = {"hour": 24, "weekday": 7, "month": 12}  # part → number of values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,13 +40,55 @@ class Feature:
     """One raw input column and how the model sees it."""
 
     name: str
-    kind: Kind
-    oov_buckets: int = 1
+    encoding: Encoding
+    optional: bool = False  # values may be missing
+    buckets: int = 0  # hash buckets, or the vocabulary cap (0: no cap)
+
+
+@dataclasses.dataclass(frozen=True)
+class Label:
+    """The column to predict; classification labels are mapped to indices by `classes` order."""
+
+    name: str
+    problem: Problem
+    classes: tuple[str, ...] = ()
 
     @property
     def transformed_name(self) -> str:
-        """Name of this feature after Transform."""
+        """The label's name after Transform."""
         return transformed_name(self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Declarations:
+    """All model inputs and the label: what Transform, the network, serving and TFMA agree on."""
+
+    features: tuple[Feature, ...]
+    label: Label
+
+    def to_json(self) -> str:
+        """Serialises for a component's custom_config."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Declarations":
+        """Reads back what `to_json` wrote."""
+        raw = json.loads(text)
+        label = raw["label"]
+        return cls(
+            features=tuple(Feature(f["name"], Encoding(f["encoding"]), f["optional"], f["buckets"]) for f in raw["features"]),
+            label=Label(label["name"], Problem(label["problem"]), tuple(label["classes"])),
+        )
+
+
+CUSTOM_CONFIG_KEY = "declarations"  # where components find the JSON in custom_config
+
+
+def from_custom_config(custom_config: Mapping | None) -> Declarations:
+    """The declarations a component was given by the pipeline."""
+    if not custom_config or CUSTOM_CONFIG_KEY not in custom_config:
+        raise ValueError(f"custom_config has no '{CUSTOM_CONFIG_KEY}'; the pipeline passes them to every component")
+    return Declarations.from_json(custom_config[CUSTOM_CONFIG_KEY])
 
 
 def transformed_name(key: str) -> str:
@@ -32,17 +96,84 @@ def transformed_name(key: str) -> str:
     return f"{key}_xf"
 
 
-FEATURES: tuple[Feature, ...] = (
-    Feature("bill_length_mm", Kind.NUMERIC),
-    Feature("bill_depth_mm", Kind.NUMERIC),
-    Feature("flipper_length_mm", Kind.NUMERIC),
-    Feature("body_mass_g", Kind.NUMERIC),
-    Feature("island", Kind.CATEGORICAL),
-    Feature("sex", Kind.CATEGORICAL),
-)
+def missing_indicator_name(key: str) -> str:
+    """Names the 0/1 input saying a numeric value was missing and imputed."""
+    return transformed_name(f"{key}_missing")
 
-LABEL = "species"
-LABEL_VOCABULARY = "label_vocabulary"  # TFT vocabulary file holding the class names
 
-NUMERIC_FEATURES = tuple(f for f in FEATURES if f.kind is Kind.NUMERIC)
-CATEGORICAL_FEATURES = tuple(f for f in FEATURES if f.kind is Kind.CATEGORICAL)
+def is_optional(feature: schema_pb2.Feature) -> bool:
+    """Whether the schema allows the column to be absent from some examples."""
+    return not feature.HasField("shape") and feature.presence.min_fraction < 1.0
+
+
+def default_encoding(feature: schema_pb2.Feature) -> Encoding:
+    """Numbers are numeric and strings get a vocabulary unless the project says otherwise."""
+    return Encoding.VOCABULARY if feature.type == schema_pb2.BYTES else Encoding.NUMERIC
+
+
+def infer_problem(feature: schema_pb2.Feature, schema: schema_pb2.Schema) -> tuple[Problem, str]:
+    """The problem type a label implies, and the reason, from its schema entry."""
+    classes = schema_classes(feature, schema)
+    if feature.type == schema_pb2.BYTES:
+        if len(classes) == 2:
+            return Problem.BINARY, f"'{feature.name}' is a string with 2 values"
+        return Problem.MULTICLASS, f"'{feature.name}' is a string with {len(classes) or 'unlisted'} values"
+    if feature.type == schema_pb2.INT and classes:
+        kind = Problem.BINARY if len(classes) == 2 else Problem.MULTICLASS
+        return kind, f"'{feature.name}' is a categorical integer with {len(classes)} values"
+    return Problem.REGRESSION, f"'{feature.name}' is a number"
+
+
+def schema_classes(feature: schema_pb2.Feature, schema: schema_pb2.Schema) -> tuple[str, ...]:
+    """Class names listed by the schema: a string domain, or a categorical integer range."""
+    if feature.HasField("string_domain"):
+        return tuple(feature.string_domain.value)
+    if feature.HasField("domain"):
+        for domain in schema.string_domain:
+            if domain.name == feature.domain:
+                return tuple(domain.value)
+    if feature.HasField("int_domain") and feature.int_domain.is_categorical:
+        return tuple(str(v) for v in range(feature.int_domain.min, feature.int_domain.max + 1))
+    return ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Override:
+    """A project's choice for one column, replacing the schema-driven default."""
+
+    encoding: Encoding
+    buckets: int = 0
+
+
+def declare(
+    schema: schema_pb2.Schema,
+    label: str,
+    problem: Problem | None = None,
+    exclude: Sequence[str] = (),
+    overrides: Mapping[str, Override] | None = None,
+) -> Declarations:
+    """Every schema column except the label and `exclude` becomes a feature, encoded by override or type."""
+    overrides = overrides or {}
+    by_name = {f.name: f for f in schema.feature}
+    if label not in by_name:
+        raise ValueError(f"label '{label}' is not a column of the schema")
+    label_feature = by_name[label]
+    problem = problem or infer_problem(label_feature, schema)[0]
+    classes = schema_classes(label_feature, schema) if problem is not Problem.REGRESSION else ()
+    if problem is Problem.BINARY and len(classes) != 2:
+        raise ValueError(f"a binary label needs exactly 2 classes in the schema; '{label}' lists {len(classes)}")
+    if problem is Problem.MULTICLASS and len(classes) < 2:
+        raise ValueError(f"a multiclass label needs its classes listed in the schema (a domain); '{label}' has none")
+    features = []
+    for column in schema.feature:
+        if column.name == label or column.name in exclude:
+            continue
+        override = overrides.get(column.name)
+        encoding = override.encoding if override else default_encoding(column)
+        buckets = override.buckets if override else 0
+        if encoding is Encoding.HASHED and buckets < 1:
+            raise ValueError(f"'{column.name}' is hashed but has no bucket count")
+        if encoding is Encoding.NUMERIC and column.type == schema_pb2.BYTES:
+            raise ValueError(f"'{column.name}' holds strings and cannot be numeric")
+        features.append(Feature(column.name, encoding, is_optional(column), buckets))
+    return Declarations(tuple(features), Label(label, problem, classes))

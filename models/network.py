@@ -1,44 +1,87 @@
-"""The Keras network, built from the feature declarations and a set of hyperparameters."""
+"""The Keras network, built from the declared inputs, the label's problem type and a set of hyperparameters."""
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
 
 import keras_tuner
 import tf_keras as keras
 
-from models import features
+from models.features import Label, Problem
+
+ONE_HOT_LIMIT = 64  # categories up to this many are one-hot; more get an embedding
+
+# The Keras output each problem type exports, which serving returns and TFMA scores.
+OUTPUT_NAMES = {Problem.MULTICLASS: "probabilities", Problem.BINARY: "probability", Problem.REGRESSION: "prediction"}
 
 
-def model_inputs() -> dict[str, keras.Input]:
-    """One Keras input per transformed feature, typed to match `preprocessing_fn`'s output."""
-    inputs = {f.transformed_name: keras.Input(shape=(), name=f.transformed_name) for f in features.NUMERIC_FEATURES}
-    for f in features.CATEGORICAL_FEATURES:
-        inputs[f.transformed_name] = keras.Input(shape=(), name=f.transformed_name, dtype="int64")
-    return inputs
+@dataclasses.dataclass(frozen=True)
+class ModelInput:
+    """One transformed feature as the network takes it."""
+
+    name: str
+    cardinality: int = 0  # 0: a float; otherwise an index below this
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetScale:
+    """The regression label's training mean and deviation, so the output layer starts in the label's units."""
+
+    mean: float = 0.0
+    std: float = 1.0
+
+
+def _encoded(spec: ModelInput, tensor) -> keras.layers.Layer:
+    """A float input as a column, a small category one-hot, a large one embedded."""
+    if spec.cardinality == 0:
+        return keras.layers.Reshape((1,))(tensor)
+    if spec.cardinality <= ONE_HOT_LIMIT:
+        return keras.layers.CategoryEncoding(num_tokens=spec.cardinality, output_mode="one_hot")(tensor)
+    width = min(32, round(1.6 * spec.cardinality**0.56))
+    return keras.layers.Embedding(spec.cardinality, width)(tensor)
+
+
+def _head(label: Label, x, target: TargetScale):
+    """Output layer, loss and metrics that fit the problem type."""
+    name = OUTPUT_NAMES[label.problem]
+    if label.problem is Problem.MULTICLASS:
+        output = keras.layers.Dense(len(label.classes), activation="softmax", name=name)(x)
+        return output, keras.losses.SparseCategoricalCrossentropy(), [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if label.problem is Problem.BINARY:
+        output = keras.layers.Dense(1, activation="sigmoid", name=name)(x)
+        return output, keras.losses.BinaryCrossentropy(), [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
+    raw = keras.layers.Dense(1)(x)
+    output = keras.layers.Rescaling(scale=target.std, offset=target.mean, name=name)(raw)
+    return output, keras.losses.MeanSquaredError(), [
+        keras.metrics.RootMeanSquaredError(name="rmse"), keras.metrics.MeanAbsoluteError(name="mae")
+    ]
 
 
 def build_model(
     hp: keras_tuner.HyperParameters,
-    category_sizes: dict[str, int],
-    num_classes: int,
+    inputs: Sequence[ModelInput],
+    label: Label,
+    target: TargetScale = TargetScale(),
 ) -> keras.Model:
-    """A small MLP over z-scored numbers and one-hot categories, compiled for multi-class output.
-
-    `category_sizes` maps each categorical feature's transformed name to its vocabulary size
-    including out-of-vocabulary buckets.
-    """
-    inputs = model_inputs()
-    columns = [keras.layers.Reshape((1,))(inputs[f.transformed_name]) for f in features.NUMERIC_FEATURES]
-    for f in features.CATEGORICAL_FEATURES:
-        encode = keras.layers.CategoryEncoding(num_tokens=category_sizes[f.transformed_name], output_mode="one_hot")
-        columns.append(encode(inputs[f.transformed_name]))
-    x = keras.layers.Concatenate()(columns)
+    """A small MLP over z-scored numbers and encoded categories, compiled for the label's problem."""
+    keras_inputs = {
+        spec.name: keras.Input(shape=(), name=spec.name, dtype="int64" if spec.cardinality else "float32")
+        for spec in inputs
+    }
+    x = keras.layers.Concatenate()([_encoded(spec, keras_inputs[spec.name]) for spec in inputs])
     for _ in range(hp.get("hidden_layers")):
         x = keras.layers.Dense(hp.get("hidden_units"), activation="relu")(x)
-    probabilities = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    model = keras.Model(inputs=inputs, outputs=probabilities)
-    model.compile(
-        optimizer=keras.optimizers.Adam(hp.get("learning_rate")),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+    output, loss, metrics = _head(label, x, target)
+    model = keras.Model(inputs=keras_inputs, outputs=output)
+    model.compile(optimizer=keras.optimizers.Adam(hp.get("learning_rate")), loss=loss, metrics=metrics)
     return model
+
+
+def tuner_objective(label: Label) -> keras_tuner.Objective:
+    """What the Tuner maximises or minimises on the eval split."""
+    if label.problem is Problem.MULTICLASS:
+        return keras_tuner.Objective("val_accuracy", "max")
+    if label.problem is Problem.BINARY:
+        return keras_tuner.Objective("val_auc", "max")
+    return keras_tuner.Objective("val_loss", "min")

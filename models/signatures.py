@@ -6,7 +6,10 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from models import features
+from models import network
+from models.features import Declarations, Problem
+
+CLASS_NAME = "class_name"  # serving output naming the predicted class, for classifiers
 
 
 def _raw_spec(tft_output: tft.TFTransformOutput, keys: set[str]) -> dict:
@@ -14,29 +17,28 @@ def _raw_spec(tft_output: tft.TFTransformOutput, keys: set[str]) -> dict:
     return {k: v for k, v in tft_output.raw_feature_spec().items() if k in keys}
 
 
-def class_names(tft_output: tft.TFTransformOutput) -> list[str]:
-    """Label classes in the order of the model's probability outputs."""
-    return [name.decode() for name in tft_output.vocabulary_by_name(features.LABEL_VOCABULARY)]
-
-
-def make_signatures(model: keras.Model, tft_output: tft.TFTransformOutput) -> dict:
-    """`serving_default` classifies serialized tf.Examples; `transform_features` preprocesses them."""
+def make_signatures(model: keras.Model, tft_output: tft.TFTransformOutput, declarations: Declarations) -> dict:
+    """`serving_default` predicts from serialized tf.Examples; `transform_features` preprocesses them."""
     model.tft_layer = tft_output.transform_features_layer()
-    feature_keys = {f.name for f in features.FEATURES}
+    label = declarations.label
+    feature_keys = {f.name for f in declarations.features}
     serving_spec = _raw_spec(tft_output, feature_keys)
-    eval_spec = _raw_spec(tft_output, feature_keys | {features.LABEL})
-    names = tf.constant(class_names(tft_output))
+    eval_spec = _raw_spec(tft_output, feature_keys | {label.name})
+    output_name = network.OUTPUT_NAMES[label.problem]
+    names = tf.constant(label.classes or [""])
     model_keys = list(model.input.keys())
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serving_default(serialized):
-        """What TF Serving calls: raw tf.Examples without the label in, class probabilities and name out."""
+        """What TF Serving calls: raw tf.Examples without the label in, the prediction out."""
         transformed = model.tft_layer(tf.io.parse_example(serialized, serving_spec))
-        probabilities = model({k: transformed[k] for k in model_keys})
-        return {
-            "probabilities": probabilities,
-            "class_name": tf.gather(names, tf.argmax(probabilities, axis=-1)),
-        }
+        prediction = model({k: transformed[k] for k in model_keys})
+        outputs = {output_name: prediction}
+        if label.problem is Problem.MULTICLASS:
+            outputs[CLASS_NAME] = tf.gather(names, tf.argmax(prediction, axis=-1))
+        elif label.problem is Problem.BINARY:
+            outputs[CLASS_NAME] = tf.gather(names, tf.cast(prediction[:, 0] >= 0.5, tf.int64))
+        return outputs
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(serialized):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras_tuner
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
@@ -10,35 +11,58 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from models import distribution, features, hyperparameters, network, signatures
+from models.features import Declarations, Encoding, Problem
 
 BATCH_SIZE = 32
 SEED = 0  # fixes weight initialisation and the Tuner's draws, so a rerun reproduces a model
 TUNER_MAX_TRIALS = "max_trials"  # Tuner custom_config key
+TARGET_SAMPLE = 10_000  # labels read to set a regression output's starting scale
 
 
-def make_dataset(file_pattern, data_accessor, tft_output: tft.TFTransformOutput, batch_size: int = BATCH_SIZE):
+def make_dataset(file_pattern, data_accessor, tft_output: tft.TFTransformOutput, label: features.Label,
+                 batch_size: int = BATCH_SIZE) -> tf.data.Dataset:
     """Batches of (transformed features, label) read from Transform's output, repeated forever."""
     return data_accessor.tf_dataset_factory(
         file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.transformed_name(features.LABEL)),
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=label.transformed_name),
         tft_output.transformed_metadata.schema,
     ).repeat()
 
 
-def vocabulary_sizes(tft_output: tft.TFTransformOutput) -> tuple[dict[str, int], int]:
-    """Each categorical input's size including OOV buckets, and the number of label classes."""
-    sizes = {
-        f.transformed_name: tft_output.vocabulary_size_by_name(f.name) + f.oov_buckets
-        for f in features.CATEGORICAL_FEATURES
-    }
-    return sizes, tft_output.vocabulary_size_by_name(features.LABEL_VOCABULARY)
+def model_inputs(declarations: Declarations, tft_output: tft.TFTransformOutput) -> list[network.ModelInput]:
+    """Every Transform output the network takes, with each category's number of values."""
+    inputs = []
+    for f in declarations.features:
+        name = features.transformed_name(f.name)
+        if f.encoding is Encoding.NUMERIC:
+            inputs.append(network.ModelInput(name))
+            if f.optional:
+                inputs.append(network.ModelInput(features.missing_indicator_name(f.name)))
+        elif f.encoding is Encoding.VOCABULARY:
+            inputs.append(network.ModelInput(name, tft_output.vocabulary_size_by_name(f.name) + features.OOV_BUCKETS))
+        elif f.encoding is Encoding.HASHED:
+            inputs.append(network.ModelInput(name, f.buckets))
+        else:
+            inputs.extend(
+                network.ModelInput(features.transformed_name(f"{f.name}_{part}"), size)
+                for part, size in features.TIMESTAMP_PARTS.items()
+            )
+    return inputs
+
+
+def target_scale(label: features.Label, train_data: tf.data.Dataset) -> network.TargetScale:
+    """A regression label's mean and deviation over a training sample; identity for classification."""
+    if label.problem is not Problem.REGRESSION:
+        return network.TargetScale()
+    labels = np.concatenate([y.numpy() for _, y in train_data.take(max(1, TARGET_SAMPLE // BATCH_SIZE))])
+    return network.TargetScale(float(labels.mean()), float(labels.std()) or 1.0)
 
 
 def fit(
     strategy: tf.distribute.Strategy,
     hp: keras_tuner.HyperParameters,
-    category_sizes: dict[str, int],
-    num_classes: int,
+    inputs: list[network.ModelInput],
+    label: features.Label,
     train_data: tf.data.Dataset,
     eval_data: tf.data.Dataset,
     train_steps: int,
@@ -46,8 +70,9 @@ def fit(
     log_dir: str,
 ) -> keras.Model:
     """Builds the model under `strategy` and trains it, logging curves to TensorBoard."""
+    scale = target_scale(label, train_data)
     with strategy.scope():
-        model = network.build_model(hp, category_sizes, num_classes)
+        model = network.build_model(hp, inputs, label, scale)
     epochs = max(1, min(10, train_steps // 10))
     model.fit(
         train_data,
@@ -64,31 +89,36 @@ def fit(
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Trains with the Tuner's best hyperparameters (or the defaults) and exports for serving."""
     keras.utils.set_random_seed(SEED)
+    declarations = features.from_custom_config(fn_args.custom_config)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    category_sizes, num_classes = vocabulary_sizes(tft_output)
     model = fit(
         distribution.choose_strategy(),
         hyperparameters.resolve(fn_args.hyperparameters),
-        category_sizes,
-        num_classes,
-        make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output),
-        make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output),
+        model_inputs(declarations, tft_output),
+        declarations.label,
+        make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, declarations.label),
+        make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, declarations.label),
         fn_args.train_steps,
         fn_args.eval_steps,
         fn_args.model_run_dir,
     )
-    model.save(fn_args.serving_model_dir, save_format="tf", signatures=signatures.make_signatures(model, tft_output))
+    exported = signatures.make_signatures(model, tft_output, declarations)
+    model.save(fn_args.serving_model_dir, save_format="tf", signatures=exported)
 
 
 def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
-    """A small random search over the shared search space, scored on eval accuracy."""
+    """A small random search over the shared search space, scored on the eval split."""
     keras.utils.set_random_seed(SEED)
+    declarations = features.from_custom_config(fn_args.custom_config)
+    label = declarations.label
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    category_sizes, num_classes = vocabulary_sizes(tft_output)
+    inputs = model_inputs(declarations, tft_output)
+    train_data = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, label)
+    scale = target_scale(label, train_data)
     tuner = keras_tuner.RandomSearch(
-        lambda hp: network.build_model(hp, category_sizes, num_classes),
+        lambda hp: network.build_model(hp, inputs, label, scale),
         hyperparameters=hyperparameters.search_space(),
-        objective=keras_tuner.Objective("val_accuracy", "max"),
+        objective=network.tuner_objective(label),
         max_trials=int(fn_args.custom_config[TUNER_MAX_TRIALS]),
         directory=fn_args.working_dir,
         project_name="search",
@@ -97,8 +127,8 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     return tfx.components.TunerFnResult(
         tuner=tuner,
         fit_kwargs={
-            "x": make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output),
-            "validation_data": make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output),
+            "x": train_data,
+            "validation_data": make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, label),
             "steps_per_epoch": fn_args.train_steps,
             "validation_steps": fn_args.eval_steps,
             "verbose": 0,
