@@ -1,104 +1,152 @@
-"""Typed, validated settings for one pipeline run, with defaults under a single output folder."""
+"""The project file (`tfxp.toml`): parsed once with tomllib into typed, validated pydantic models."""
 
 from __future__ import annotations
 
-import dataclasses
+import tomllib
 from pathlib import Path
+from typing import Any, Literal
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = PROJECT_ROOT / "data"
-DEFAULT_SCHEMA = PROJECT_ROOT / "schema" / "schema.pbtxt"
-DEFAULT_OUTPUT = PROJECT_ROOT / "outputs"
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
 
-# Measured on a 2-core machine: in_memory beats multi_processing on small data (see README).
-DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+from models.features import Encoding, Problem
+
+CONFIG_FILE = "tfxp.toml"
+PATTERNS = {"csv": "*.csv", "parquet": "*.parquet", "tfrecord": "*.tfrecord*"}  # files read per format
 
 
 class ConfigError(ValueError):
     """A setting a user gave is wrong; the message says which and how to fix it."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Paths:
-    """Where the data comes from and where every artifact lands."""
+class _Section(BaseModel):
+    """Unknown keys are errors, so a typo never silently falls back to a default."""
 
-    data_root: Path = DEFAULT_DATA
-    schema_file: Path | None = DEFAULT_SCHEMA  # None: infer the schema with SchemaGen
-    output_root: Path = DEFAULT_OUTPUT
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    @property
-    def pipeline_root(self) -> Path:
-        """TFX artifacts, one folder per component and execution."""
-        return self.output_root / "pipeline"
 
-    @property
-    def metadata_path(self) -> Path:
-        """The sqlite ML Metadata store recording every artifact and execution."""
-        return self.output_root / "metadata.sqlite"
+class DataConfig(_Section):
+    """Where the data is and how it is stored."""
+
+    path: Path = Path("data")  # a folder of files, or of span-<N>/ folders
+    format: Literal["csv", "parquet", "tfrecord"] = "csv"
+    pattern: str | None = None  # file glob inside the folder; default per format
+    allow_outside_project: bool = False  # refuse paths that leave the project folder by .. or a symlink
 
     @property
-    def serving_root(self) -> Path:
-        """Pushed models, in TF Serving's `<model_name>/<version>/` layout."""
-        return self.output_root / "serving"
-
-    @property
-    def logs_dir(self) -> Path:
-        """Full TensorFlow/Beam logs of each `tfxp run`, kept out of the terminal."""
-        return self.output_root / "logs"
+    def file_pattern(self) -> str:
+        """The glob matching data files in one folder."""
+        return self.pattern or PATTERNS[self.format]
 
 
-@dataclasses.dataclass(frozen=True)
-class Training:
-    """How long to train and tune, and what a model must reach to be pushed."""
+class SchemaConfig(_Section):
+    """The curated schema every batch is checked against."""
 
-    train_steps: int = 200
-    eval_steps: int = 20
-    tuner_enabled: bool = True
-    tuner_trials: int = 3
-    tuner_steps: int = 60
-    min_accuracy: float = 0.8
-    max_accuracy_drop: float = 0.02  # a regression beyond this against the baseline blocks the push
+    path: Path = Path("schema/schema.pbtxt")
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """Everything `create_pipeline` needs, grouped into a few typed records."""
+class LabelConfig(_Section):
+    """The column to predict, and what kind of prediction it is."""
 
-    pipeline_name: str = "penguins"
-    model_name: str = "penguins"
-    paths: Paths = Paths()
-    training: Training = Training()
-    beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
-    enable_cache: bool = True
-
-    def validate(self) -> "Settings":
-        """Checks what a user can get wrong, raising ConfigError with a fix, and returns self."""
-        data = self.paths.data_root
-        if not data.is_dir():
-            raise ConfigError(f"data folder {data} does not exist (give a folder of CSV files with --data)")
-        if not any(data.glob("*.csv")):
-            raise ConfigError(f"data folder {data} holds no *.csv file")
-        schema = self.paths.schema_file
-        if schema is not None and not schema.is_file():
-            raise ConfigError(f"schema file {schema} does not exist (use --infer-schema to let SchemaGen infer one)")
-        _check_writable(self.paths.output_root)
-        t = self.training
-        for name in ("train_steps", "eval_steps", "tuner_trials", "tuner_steps"):
-            if getattr(t, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(t, name)}")
-        if not 0.0 <= t.min_accuracy <= 1.0:
-            raise ConfigError(f"min_accuracy must be between 0 and 1, got {t.min_accuracy}")
-        if t.max_accuracy_drop < 0:
-            raise ConfigError(f"max_accuracy_drop must not be negative, got {t.max_accuracy_drop}")
-        return self
+    column: str
+    problem: Problem | None = None  # inferred from the schema when omitted
 
 
-def _check_writable(folder: Path) -> None:
-    """Creates `folder` if needed and proves a file can be written there."""
+class Override(_Section):
+    """How one column is encoded, replacing the default its schema type implies."""
+
+    encoding: Encoding
+    buckets: int = Field(0, ge=0)  # hash buckets, or a vocabulary cap
+
+
+class FeaturesConfig(_Section):
+    """Which columns are not inputs, and per-column encoding overrides."""
+
+    exclude: list[str] = []  # ids, and leaks such as a column computed from the label
+    overrides: dict[str, Override] = {}
+
+
+class SplitConfig(_Section):
+    """How ExampleGen hash-splits each batch."""
+
+    eval_fraction: float = Field(0.33, gt=0, lt=1)
+
+
+class EvaluationConfig(_Section):
+    """How the Evaluator slices the eval split, and what a model needs to be blessed."""
+
+    slices: list[str] = []
+    metric: str | None = None  # default: accuracy (multiclass), auc (binary), rmse (regression)
+    threshold: float | None = None  # at least this (accuracy, auc) or at most this (rmse, mae)
+    max_regression: float = Field(0.02, ge=0)  # how much worse than the last blessed model is allowed
+
+
+class TrainingConfig(_Section):
+    """How long to tune and train."""
+
+    train_steps: int = Field(200, ge=1)
+    eval_steps: int = Field(20, ge=1)
+    tuner: bool = True
+    tuner_trials: int = Field(3, ge=1)
+    tuner_steps: int = Field(60, ge=1)
+
+
+class Project(_Section):
+    """Everything one project's `tfxp.toml` says."""
+
+    model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # serving/<model_name>/<version>/
+    output: Path = Path("outputs")
+    data: DataConfig = DataConfig()
+    schema_: SchemaConfig = Field(SchemaConfig(), alias="schema")
+    label: LabelConfig
+    features: FeaturesConfig = FeaturesConfig()
+    split: SplitConfig = SplitConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    training: TrainingConfig = TrainingConfig()
+
+
+def _merge(raw: dict, overrides: dict[str, Any]) -> dict:
+    """Applies 'section.key' → value overrides (CLI flags) on the parsed TOML."""
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        *sections, key = dotted.split(".")
+        target = merged
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[key] = value
+    return merged
+
+
+def _describe(error: pydantic.ValidationError, path: Path) -> str:
+    """One line per problem, naming the TOML section and key."""
+    lines = []
+    for problem in error.errors():
+        location = [str(part) for part in problem["loc"]]
+        where = f"[{'.'.join(location[:-1])}] {location[-1]}" if len(location) > 1 else (location[0] if location else "")
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "is not a known setting"
+        elif problem["type"] == "missing":
+            message = "is required"
+        lines.append(f"{where.replace('schema_', 'schema')}: {message}")
+    return f"{path}: " + "; ".join(lines)
+
+
+def load_project(path: Path, overrides: dict[str, Any] | None = None) -> Project:
+    """Reads and validates a project file, with CLI overrides applied, or raises ConfigError."""
+    if not path.is_file():
+        raise ConfigError(
+            f"no project file at {path}; create one with `tfxp init --data PATH --label COLUMN`, or pass --config"
+        )
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-check"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"output folder {folder} is not writable: {error.strerror or error}") from None
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text") from None
+    try:
+        return Project.model_validate(_merge(raw, overrides or {}))
+    except pydantic.ValidationError as error:
+        raise ConfigError(_describe(error, path)) from None

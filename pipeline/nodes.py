@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-EXAMPLE_GEN = "CsvExampleGen"
+EXAMPLE_GEN = "ExampleGen"
 STATISTICS_GEN = "StatisticsGen"
 SCHEMA_GEN = "SchemaGen"
 EXAMPLE_VALIDATOR = "ExampleValidator"

@@ -11,9 +11,13 @@ from rich.table import Table
 
 from models import evaluation
 from pipeline import lineage, nodes
-from pipeline.config import Settings
+from pipeline.settings import Settings
 
-REPORTED_METRICS = ("example_count", evaluation.ACCURACY, "sparse_categorical_crossentropy")
+
+def reported_metrics(settings: Settings) -> dict[str, str]:
+    """TFMA metric key → the short name the summary shows, for this project's problem type."""
+    metrics = evaluation.METRICS[settings.declarations.label.problem]
+    return {evaluation.EXAMPLE_COUNT: "examples", **{m.key: m.name for m in metrics}}
 
 
 @dataclasses.dataclass
@@ -39,7 +43,7 @@ def _slice_name(slice_key) -> str:
     return ", ".join(parts) or "Overall"
 
 
-def read_metrics(evaluation_uri: str) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+def read_metrics(evaluation_uri: str, reported: dict[str, str]) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """Candidate metrics per slice, and overall changes against the baseline, from TFMA's output."""
     slices: dict[str, dict[str, float]] = {}
     changes: dict[str, float] = {}
@@ -47,7 +51,7 @@ def read_metrics(evaluation_uri: str) -> tuple[dict[str, dict[str, float]], dict
         name = _slice_name(metrics.slice_key)
         for kv in metrics.metric_keys_and_values:
             key = kv.key
-            if key.name not in REPORTED_METRICS or key.model_name == "baseline":
+            if key.name not in reported or key.model_name == "baseline":
                 continue
             if key.is_diff:
                 if name == "Overall":
@@ -95,11 +99,11 @@ def build_report(settings: Settings) -> RunReport:
     blessing = executions[nodes.EVALUATOR].output("blessing")
     pushed_model = executions[nodes.PUSHER].output("pushed_model")
     model = executions[nodes.TRAINER].output("model")
-    slices, changes = read_metrics(evaluation_artifact.uri)
+    slices, changes = read_metrics(evaluation_artifact.uri, reported_metrics(settings))
     blessed = lineage.custom_property(blessing, "blessed") == 1
     pushed = lineage.custom_property(pushed_model, "pushed") == 1
     trained_on = [
-        f"{a.type}: {a.uri}"
+        f"{a.type}: {a.uri}" + (f" (span {a.properties['span'].int_value})" if "span" in a.properties else "")
         for a in lineage.upstream_artifacts(store, model.id)
         if a.type in ("Examples", "Schema", "HyperParameters", "TransformGraph")
     ]
@@ -120,19 +124,24 @@ def build_report(settings: Settings) -> RunReport:
 
 def render(report: RunReport, settings: Settings, console: Console) -> None:
     """Prints the summary a user reads at the end of `tfxp run`."""
+    reported = reported_metrics(settings)
     table = Table(title="Evaluation of the candidate model (eval split)", title_justify="left")
     table.add_column("slice")
-    for metric in REPORTED_METRICS:
-        table.add_column(metric.replace("sparse_categorical_", ""), justify="right")
-    for name in sorted(report.slices, key=lambda n: (n != "Overall", n)):
-        values = report.slices[name]
-        table.add_row(name, *(f"{values[m]:.0f}" if m == "example_count" else f"{values.get(m, float('nan')):.4f}" for m in REPORTED_METRICS))
+    for name in reported.values():
+        table.add_column(name, justify="right")
+    for slice_name in sorted(report.slices, key=lambda n: (n != "Overall", n)):
+        values = report.slices[slice_name]
+        table.add_row(escape(slice_name), *(
+            f"{values[key]:.0f}" if key == evaluation.EXAMPLE_COUNT else f"{values.get(key, float('nan')):.4f}"
+            for key in reported
+        ))
     console.print(table)
     if report.changes:
-        deltas = ", ".join(f"{k.replace('sparse_categorical_', '')} {v:+.4f}" for k, v in report.changes.items() if k != "example_count")
+        deltas = ", ".join(f"{reported[k]} {v:+.4f}" for k, v in report.changes.items() if k != evaluation.EXAMPLE_COUNT)
         console.print(f"Against the last blessed model: {deltas}")
     else:
-        console.print("No earlier blessed model: this candidate was judged on the accuracy floor alone.")
+        gate = settings.gate
+        console.print(f"No earlier blessed model: this candidate was judged on {gate.metric} alone.")
 
     if report.blessed:
         console.print("[bold green]Blessed[/]: the model meets every threshold.")

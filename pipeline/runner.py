@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pipeline.config import Settings
+from pipeline.settings import Settings
 
 # The launcher's own log lines (tfx/orchestration/local/local_dag_runner.py, portable/launcher.py).
 _STARTED = "Component %s is running."

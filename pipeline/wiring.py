@@ -7,37 +7,65 @@ import inspect
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
-from models import evaluation, preprocessing, training
-from pipeline import guards
+from tfx.components.example_gen.component import FileBasedExampleGen
+from tfx.dsl.components.base import executor_spec
+
+from models import evaluation, features, preprocessing, training
+from pipeline import guards, ingest
 from pipeline.nodes import (
     ANOMALIES_GATE, BASELINE_RESOLVER, EVALUATOR, EXAMPLE_GEN, EXAMPLE_VALIDATOR, PUSHER, SCHEMA_GEN,
     STATISTICS_GEN, TRAINER, TRANSFORM, TUNER,
 )
-from pipeline.config import Settings
+from pipeline.settings import Settings
+
+SPLIT_BUCKETS = 100  # hash buckets ExampleGen divides between train and eval
+
 
 def _module_file(fn) -> str:
     """The source file defining `fn`; TFX packages its folder, so code edits invalidate the cache."""
     return inspect.getsourcefile(fn)
 
 
+def _example_gen(settings: Settings):
+    """The ExampleGen for the data's format, reading the newest span or the one asked for."""
+    data = settings.project.data
+    pattern = data.file_pattern if not settings.spans else f"span-{{SPAN}}/{data.file_pattern}"
+    eval_buckets = max(1, round(settings.project.split.eval_fraction * SPLIT_BUCKETS))
+    kwargs = dict(
+        input_base=str(settings.paths.data_root),
+        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="all", pattern=pattern)]),
+        output_config=tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
+            tfx.proto.SplitConfig.Split(name="train", hash_buckets=SPLIT_BUCKETS - eval_buckets),
+            tfx.proto.SplitConfig.Split(name="eval", hash_buckets=eval_buckets),
+        ])),
+    )
+    if settings.spans:
+        kwargs["range_config"] = tfx.proto.RangeConfig(
+            static_range=tfx.proto.StaticRange(start_span_number=settings.span, end_span_number=settings.span)
+        )
+    if data.format == "tfrecord":
+        return tfx.components.ImportExampleGen(**kwargs)
+    # CSV and Parquet: Arrow readers typed by the curated schema (see pipeline/ingest.py).
+    return FileBasedExampleGen(
+        custom_executor_spec=executor_spec.BeamExecutorSpec(ingest.TableExampleGenExecutor),
+        custom_config=ingest.executor_config(data.format, settings.column_types),
+        **kwargs,
+    )
+
+
 def create_pipeline(settings: Settings, metadata_connection_config: metadata_store_pb2.ConnectionConfig) -> tfx.dsl.Pipeline:
     """Wires ExampleGen → … → Pusher for `settings`; reads no files, globals or environment."""
-    paths, train = settings.paths, settings.training
+    paths, train = settings.paths, settings.project.training
+    declared = {features.CUSTOM_CONFIG_KEY: settings.declarations.to_json()}
 
-    # Hash-split the CSV folder 2:1 into train and eval tf.Examples.
-    example_gen = tfx.components.CsvExampleGen(
-        input_base=str(paths.data_root),
-        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="all", pattern="*.csv")]),
-    ).with_id(EXAMPLE_GEN)
+    # Hash-split one batch (a span, or the whole folder) into train and eval tf.Examples.
+    example_gen = _example_gen(settings).with_id(EXAMPLE_GEN)
 
     # TFDV statistics per split: the basis for the schema check and for drift monitoring.
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"]).with_id(STATISTICS_GEN)
 
-    # The curated schema when there is one (a person reviewed it); otherwise inferred from the data.
-    if paths.schema_file is not None:
-        schema_gen = tfx.components.ImportSchemaGen(schema_file=str(paths.schema_file)).with_id(SCHEMA_GEN)
-    else:
-        schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"]).with_id(SCHEMA_GEN)
+    # The curated schema: `tfxp init` inferred it, a person reviewed it.
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=str(paths.schema_file)).with_id(SCHEMA_GEN)
 
     # Compare each split's statistics with the schema...
     example_validator = tfx.components.ExampleValidator(
@@ -50,12 +78,13 @@ def create_pipeline(settings: Settings, metadata_connection_config: metadata_sto
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         module_file=_module_file(preprocessing.preprocessing_fn),
+        custom_config=declared,
     ).with_id(TRANSFORM)
     transform.add_upstream_node(anomalies_gate)
 
     hyperparameters = None
     tuner = None
-    if train.tuner_enabled:
+    if train.tuner:
         # KerasTuner search over the space run_fn also uses; its best values feed the Trainer.
         tuner = tfx.components.Tuner(
             examples=transform.outputs["transformed_examples"],
@@ -63,7 +92,7 @@ def create_pipeline(settings: Settings, metadata_connection_config: metadata_sto
             module_file=_module_file(training.tuner_fn),
             train_args=tfx.proto.TrainArgs(num_steps=train.tuner_steps),
             eval_args=tfx.proto.EvalArgs(num_steps=train.eval_steps),
-            custom_config={training.TUNER_MAX_TRIALS: train.tuner_trials},
+            custom_config={**declared, training.TUNER_MAX_TRIALS: train.tuner_trials},
         ).with_id(TUNER)
         hyperparameters = tuner.outputs["best_hyperparameters"]
 
@@ -75,6 +104,7 @@ def create_pipeline(settings: Settings, metadata_connection_config: metadata_sto
         module_file=_module_file(training.run_fn),
         train_args=tfx.proto.TrainArgs(num_steps=train.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=train.eval_steps),
+        custom_config=declared,
     ).with_id(TRAINER)
 
     # The last blessed model that is not this run's candidate: the bar a new model must clear.
@@ -85,12 +115,12 @@ def create_pipeline(settings: Settings, metadata_connection_config: metadata_sto
         candidate=trainer.outputs["model"],
     ).with_id(BASELINE_RESOLVER)
 
-    # TFMA: accuracy floor, no regression against the baseline, sliced by each categorical feature.
+    # TFMA: the gate metric's bound, no regression against the baseline, per configured slice.
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline_resolver.outputs["model"],
-        eval_config=evaluation.eval_config(train.min_accuracy, train.max_accuracy_drop),
+        eval_config=evaluation.eval_config(settings.declarations, settings.gate, settings.project.evaluation.slices),
     ).with_id(EVALUATOR)
 
     # Writes <serving_root>/<model_name>/<version>/ only when the Evaluator blessed the model.

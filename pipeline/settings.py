@@ -1,0 +1,207 @@
+"""Settings for one run: the project file resolved against its folder, its schema and the CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+from models import evaluation, features
+from pipeline.config import ConfigError, Project
+
+# Measured on a 2-core machine: in_memory beats multi_processing on small data (see README).
+DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+SPAN_FOLDER = re.compile(r"^span-(\d+)$")
+DEFAULT_THRESHOLDS = {"accuracy": 0.7, "auc": 0.7}  # higher-is-better gates; error metrics need a stated bound
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    """Where the project, its data and schema are, and where every artifact lands."""
+
+    project_dir: Path
+    data_root: Path
+    schema_file: Path
+    output_root: Path
+
+    @property
+    def pipeline_root(self) -> Path:
+        """TFX artifacts, one folder per component and execution."""
+        return self.output_root / "pipeline"
+
+    @property
+    def metadata_path(self) -> Path:
+        """The sqlite ML Metadata store recording every artifact and execution."""
+        return self.output_root / "metadata.sqlite"
+
+    @property
+    def serving_root(self) -> Path:
+        """Pushed models, in TF Serving's `<model_name>/<version>/` layout."""
+        return self.output_root / "serving"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Full TensorFlow/Beam logs of each `tfxp run`, kept out of the terminal."""
+        return self.output_root / "logs"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything `create_pipeline` needs, resolved and checked."""
+
+    project: Project
+    paths: Paths
+    schema: schema_pb2.Schema
+    declarations: features.Declarations
+    gate: evaluation.Gate
+    spans: tuple[int, ...] = ()  # span numbers present; empty when the folder holds files directly
+    span: int | None = None  # the span this run reads
+    beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
+    enable_cache: bool = True
+
+    @property
+    def pipeline_name(self) -> str:
+        """The MLMD pipeline context; one per project."""
+        return self.project.model_name
+
+    @property
+    def model_name(self) -> str:
+        """The folder under serving/ that TF Serving loads."""
+        return self.project.model_name
+
+    @property
+    def column_types(self) -> dict[str, str]:
+        """Schema type name ('INT', 'FLOAT', 'BYTES') of every column."""
+        return {f.name: schema_pb2.FeatureType.Name(f.type) for f in self.schema.feature}
+
+    @property
+    def input_folder(self) -> Path:
+        """The folder this run's files are in: the span's folder, or the data folder."""
+        return self.paths.data_root / f"span-{self.span}" if self.span is not None else self.paths.data_root
+
+
+def load_schema(path: Path) -> schema_pb2.Schema:
+    """Parses a text-format schema, or raises ConfigError saying where it is broken."""
+    if not path.is_file():
+        raise ConfigError(f"schema file {path} does not exist; `tfxp init` writes one for you to review")
+    try:
+        return text_format.Parse(path.read_text(encoding="utf-8"), schema_pb2.Schema())
+    except (text_format.ParseError, UnicodeDecodeError) as error:
+        raise ConfigError(f"schema file {path} is not a valid text-format schema: {error}") from None
+
+
+def find_spans(data_root: Path) -> tuple[int, ...]:
+    """Span numbers of the `span-<N>` folders in the data folder, ascending."""
+    found = (SPAN_FOLDER.match(p.name) for p in data_root.iterdir() if p.is_dir())
+    return tuple(sorted(int(m.group(1)) for m in found if m))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether `path`, with symlinks and .. resolved, lies in `folder`."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def check_inside_project(path: Path, project: Project, project_dir: Path, what: str) -> None:
+    """Refuses a data path that leaves the project folder, unless the project allows it."""
+    if not project.data.allow_outside_project and not _inside(path, project_dir):
+        raise ConfigError(
+            f"{what} {path} resolves to {path.resolve()}, outside the project folder {project_dir}; "
+            "move the data in, or set allow_outside_project = true under [data]"
+        )
+
+
+def configured_columns(project: Project) -> dict[str, list[str]]:
+    """Every column the project file names, by the setting that names it."""
+    return {
+        "[label] column": [project.label.column],
+        "[features] exclude": list(project.features.exclude),
+        "[features.overrides]": list(project.features.overrides),
+        "[evaluation] slices": list(project.evaluation.slices),
+    }
+
+
+def _check_columns_in_schema(project: Project, schema: schema_pb2.Schema, schema_file: Path) -> None:
+    """Every column the project file names must be in the schema."""
+    known = {f.name for f in schema.feature}
+    for setting, columns in configured_columns(project).items():
+        for column in columns:
+            if column not in known:
+                raise ConfigError(f"{setting} names column '{column}', which is not in {schema_file}")
+
+
+def _gate(project: Project, problem: features.Problem) -> evaluation.Gate:
+    """The blessing gate, with the problem type's default metric and a stated or default bound."""
+    name = project.evaluation.metric or evaluation.DEFAULT_GATE_METRIC[problem]
+    try:
+        evaluation.metric(problem, name)
+    except ValueError as error:
+        raise ConfigError(f"[evaluation] metric: {error}") from None
+    threshold = project.evaluation.threshold
+    if threshold is None:
+        if name not in DEFAULT_THRESHOLDS:
+            raise ConfigError(f"[evaluation] threshold is required for {name}: the largest {name} a model may have")
+        threshold = DEFAULT_THRESHOLDS[name]
+    return evaluation.Gate(name, threshold, project.evaluation.max_regression)
+
+
+def _check_writable(folder: Path) -> None:
+    """Creates `folder` if needed and proves a file can be written there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-check"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"output folder {folder} is not writable: {error.strerror or error}") from None
+
+
+def resolve(
+    project: Project,
+    project_dir: Path,
+    span: int | None = None,
+    beam_args: tuple[str, ...] = (),
+    enable_cache: bool = True,
+) -> Settings:
+    """Checks the project against its folder and schema, and returns the settings for one run."""
+    project_dir = project_dir.resolve()
+    paths = Paths(
+        project_dir=project_dir,
+        data_root=(project_dir / project.data.path).absolute(),
+        schema_file=(project_dir / project.schema_.path).absolute(),
+        output_root=(project_dir / project.output).absolute(),
+    )
+    data = paths.data_root
+    if not data.is_dir():
+        raise ConfigError(f"data folder {data} does not exist (set [data] path in the project file, or pass --data)")
+    check_inside_project(data, project, project_dir, "data folder")
+    spans = find_spans(data)
+    if span is not None and span not in spans:
+        present = ", ".join(map(str, spans)) or "none; the data folder holds files directly"
+        raise ConfigError(f"--span {span}: there is no folder {data / f'span-{span}'} (spans present: {present})")
+    if span is None and spans:
+        span = spans[-1]
+    schema = load_schema(paths.schema_file)
+    _check_columns_in_schema(project, schema, paths.schema_file)
+    overrides = {name: features.Override(o.encoding, o.buckets) for name, o in project.features.overrides.items()}
+    try:
+        declarations = features.declare(
+            schema, project.label.column, project.label.problem, project.features.exclude, overrides
+        )
+    except ValueError as error:
+        raise ConfigError(f"{paths.schema_file}: {error}") from None
+    gate = _gate(project, declarations.label.problem)
+    _check_writable(paths.output_root)
+    return Settings(
+        project=project,
+        paths=paths,
+        schema=schema,
+        declarations=declarations,
+        gate=gate,
+        spans=spans,
+        span=span,
+        beam_args=tuple(beam_args) or DEFAULT_BEAM_ARGS,
+        enable_cache=enable_cache,
+    )
