@@ -14,7 +14,10 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from models import features
+from models.features import Problem
 from pipeline import config, nodes
+from pipeline import settings as settings_module
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -32,45 +35,101 @@ def main() -> None:
     """A local-first TFX pipeline: validated data in, a blessed SavedModel out, lineage throughout."""
 
 
-_output_option = click.option(
-    "--output", type=click.Path(path_type=Path), default=config.DEFAULT_OUTPUT, show_default=True,
-    help="Folder for all artifacts: pipeline/, metadata.sqlite, serving/ and logs/.",
+_config_option = click.option(
+    "--config", "config_file", type=click.Path(path_type=Path), default=config.CONFIG_FILE, show_default=True,
+    help="Project file; relative paths in it are read from its folder.",
 )
 
 
-@main.command()
-@click.option("--data", type=click.Path(path_type=Path), default=config.DEFAULT_DATA, show_default=True,
-              help="Folder of CSV files to train on.")
-@_output_option
-@click.option("--schema", type=click.Path(path_type=Path), default=config.DEFAULT_SCHEMA, show_default=True,
-              help="Curated schema that every batch is validated against.")
-@click.option("--infer-schema", is_flag=True, help="Let SchemaGen infer the schema instead of importing --schema.")
-@click.option("--tuner/--no-tuner", default=config.Training.tuner_enabled, show_default=True,
-              help="Search hyperparameters with KerasTuner before training.")
-@click.option("--tuner-trials", type=int, default=config.Training.tuner_trials, show_default=True,
-              help="Trials the Tuner may try.")
-@click.option("--train-steps", type=int, default=config.Training.train_steps, show_default=True,
-              help="Training steps for the final model.")
-@click.option("--min-accuracy", type=float, default=config.Training.min_accuracy, show_default=True,
-              help="Eval accuracy a model needs to be blessed and pushed.")
-@click.option("--beam-arg", "beam_args", multiple=True, metavar="ARG",
-              help=f"Beam pipeline argument, repeatable. Default: {' '.join(config.DEFAULT_BEAM_ARGS)}")
-@click.option("--no-cache", is_flag=True, help="Re-execute every component even if its inputs are unchanged.")
-@click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow, Beam and TFX logs in the terminal.")
-def run(data, output, schema, infer_schema, tuner, tuner_trials, train_steps, min_accuracy, beam_args, no_cache, verbose):
-    """Run the whole pipeline: validate, transform, tune, train, evaluate, and push if blessed."""
-    settings = config.Settings(
-        paths=config.Paths(data_root=data.resolve(), schema_file=None if infer_schema else schema.resolve(),
-                           output_root=output.resolve()),
-        training=dataclasses.replace(config.Training(), tuner_enabled=tuner, tuner_trials=tuner_trials,
-                                     train_steps=train_steps, min_accuracy=min_accuracy),
-        beam_args=tuple(beam_args) or config.DEFAULT_BEAM_ARGS,
-        enable_cache=not no_cache,
-    )
+def _load(config_file: Path, overrides: dict | None = None, **resolve_args) -> settings_module.Settings:
+    """Reads the project file and resolves it, or exits with the one-line reason."""
     try:
-        settings.validate()
+        project = config.load_project(config_file, overrides)
+        return settings_module.resolve(project, config_file.absolute().parent, **resolve_args)
     except config.ConfigError as error:
         _fail(str(error), EXIT_BAD_INPUT)
+
+
+def _absolute(path: Path | None) -> str | None:
+    """A path typed on the command line, made absolute against the current folder."""
+    return str(path.absolute()) if path is not None else None
+
+
+@main.command()
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="Folder of CSV or Parquet files (or of span-<N>/ folders) to profile.")
+@click.option("--label", required=True, help="Column to predict.")
+@click.option("--format", "data_format", type=click.Choice(["csv", "parquet"]), default=None,
+              help="File format. Default: whichever the folder holds.")
+@click.option("--problem", type=click.Choice([p.value for p in Problem]), default=None,
+              help="Problem type. Default: inferred from the label, and printed.")
+@click.option("--name", "model_name", default=None, help="Model name in the serving path. Default: the data folder's name.")
+@click.option("--project", "project_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
+              show_default=True, help="Folder to write tfxp.toml and schema/schema.pbtxt into.")
+@click.option("--force", is_flag=True, help="Overwrite an existing tfxp.toml and schema.")
+def init(data, label, data_format, problem, model_name, project_dir, force):
+    """Profile a dataset with TFDV; write a starter tfxp.toml and schema/schema.pbtxt to review."""
+    from rich.table import Table
+
+    from pipeline import starter
+
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(f"Profiling {data} with TensorFlow Data Validation...")
+    try:
+        draft = starter.build_starter(project_dir, data, label, data_format, Problem(problem) if problem else None, model_name)
+        project_file, schema_file = starter.write_starter(draft, project_dir, force)
+    except starter.InitError as error:
+        _fail(str(error), EXIT_BAD_INPUT)
+    table = Table(title=f"{draft.rows} rows: what init decided per column", title_justify="left")
+    for heading in ("column", "type", "missing", "distinct", "treatment", "why"):
+        table.add_column(heading)
+    for d in draft.decisions:
+        table.add_row(escape(d.column), d.kind, f"{d.missing:.0%}", "" if d.distinct is None else str(d.distinct),
+                      escape(d.treatment), escape(d.reason))
+    console.print(table)
+    console.print(f"Problem: [bold]{draft.problem.value}[/] (inferred: {escape(draft.problem_reason)})")
+    console.print(f"Wrote {project_file} and {schema_file}.")
+    console.print("Review both (the schema is what every new batch is checked against), then run [bold]tfxp run[/].")
+
+
+@main.command()
+@_config_option
+@click.option("--data", type=click.Path(path_type=Path), default=None, help="Data folder, instead of [data] path.")
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="Folder for pipeline/, metadata.sqlite, serving/ and logs/, instead of the project's output.")
+@click.option("--schema", type=click.Path(path_type=Path), default=None, help="Curated schema, instead of [schema] path.")
+@click.option("--span", type=int, default=None, help="Span to train on (data/span-<N>/). Default: the newest.")
+@click.option("--tuner/--no-tuner", default=None, help="Search hyperparameters with KerasTuner first. Default: [training] tuner.")
+@click.option("--tuner-trials", type=int, default=None, help="Trials the Tuner may try.")
+@click.option("--train-steps", type=int, default=None, help="Training steps for the final model.")
+@click.option("--threshold", type=float, default=None,
+              help="Bound the gate metric must meet to bless a model, instead of [evaluation] threshold.")
+@click.option("--beam-arg", "beam_args", multiple=True, metavar="ARG",
+              help=f"Beam pipeline argument, repeatable. Default: {' '.join(settings_module.DEFAULT_BEAM_ARGS)}")
+@click.option("--no-cache", is_flag=True, help="Re-execute every component even if its inputs are unchanged.")
+@click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow, Beam and TFX logs in the terminal.")
+def run(config_file, data, output, schema, span, tuner, tuner_trials, train_steps, threshold, beam_args, no_cache, verbose):
+    """Run the whole pipeline: check, validate, transform, tune, train, evaluate, and push if blessed."""
+    overrides = {
+        "data.path": _absolute(data), "output": _absolute(output), "schema.path": _absolute(schema),
+        "training.tuner": tuner, "training.tuner_trials": tuner_trials, "training.train_steps": train_steps,
+        "evaluation.threshold": threshold,
+    }
+    settings = _load(config_file, overrides, span=span, beam_args=tuple(beam_args), enable_cache=not no_cache)
+    console = Console(highlight=False, soft_wrap=True)
+    label = settings.declarations.label
+    how = "from the project file" if settings.project.label.problem else \
+        f"inferred: {features.infer_problem(_schema_feature(settings, label.name), settings.schema)[1]}"
+    console.print(f"Project [bold]{escape(settings.model_name)}[/]: {label.problem.value} on '{escape(label.name)}' ({escape(how)})")
+
+    from pipeline import ingest
+
+    try:
+        summary = ingest.check_data(settings)
+    except ingest.DataError as error:
+        _fail(f"{error}\nNothing was run; {settings.paths.serving_root / settings.model_name} is untouched.", EXIT_BAD_INPUT)
+    span_text = f"span {settings.span}, " if settings.span is not None else ""
+    console.print(f"Checked {span_text}{len(summary.files)} file(s), {summary.rows} rows in {summary.folder}")
 
     from pipeline import runner
 
@@ -84,7 +143,12 @@ def run(data, output, schema, infer_schema, tuner, tuner_trials, train_steps, mi
     sys.exit(code)
 
 
-def _run_and_report(settings: config.Settings, out: Console, err: Console, log_path: Path | None) -> int:
+def _schema_feature(settings: settings_module.Settings, name: str):
+    """The schema entry of one column."""
+    return next(f for f in settings.schema.feature if f.name == name)
+
+
+def _run_and_report(settings: settings_module.Settings, out: Console, err: Console, log_path: Path | None) -> int:
     """Runs the pipeline and prints its summary; returns the exit code."""
     if log_path is None:
         warnings.simplefilter("default")
@@ -113,12 +177,19 @@ def _run_and_report(settings: config.Settings, out: Console, err: Console, log_p
 
 
 @main.command()
-@_output_option
+@_config_option
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="Output folder of the runs, instead of the project's output.")
 @click.option("--port", type=int, default=6006, show_default=True, help="Port TensorBoard listens on.")
-def tensorboard(output, port):
+def tensorboard(config_file, output, port):
     """Open TensorBoard on the training curves of every run."""
-    settings = config.Settings(paths=config.Paths(output_root=output.resolve()))
-    log_dir = nodes.training_logs(settings.paths.pipeline_root)
+    if output is None:
+        try:
+            project = config.load_project(config_file)
+        except config.ConfigError as error:
+            _fail(str(error), EXIT_BAD_INPUT)
+        output = config_file.absolute().parent / project.output
+    log_dir = nodes.training_logs(output.absolute() / "pipeline")
     if not log_dir.is_dir():
         _fail(f"no training logs under {log_dir}; run `tfxp run` first", EXIT_BAD_INPUT)
     binary = shutil.which("tensorboard", path=str(Path(sys.executable).parent)) or shutil.which("tensorboard")

@@ -1,0 +1,436 @@
+"""Reading the user's files: row-level checks before a run, and the ExampleGen executor that converts them.
+
+The checks name the file, line and column of the first problem, so bad data stops the run with one
+clear message before any component starts. The executor reads CSV and Parquet with Arrow and encodes
+tf.Examples with tfx_bsl, typed by the curated schema rather than guessed per file.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+
+from models import features
+from pipeline.config import ConfigError
+from pipeline.settings import Settings, check_inside_project, configured_columns
+
+ARROW_TYPES = {"INT": pa.int64(), "FLOAT": pa.float64(), "BYTES": pa.string()}
+TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?)?(Z|[+-]\d{2}:?\d{2})?$")
+MAX_SHOWN = 60  # characters of a bad value or row quoted in a message
+
+
+class DataError(ValueError):
+    """A data file cannot be used; the message names the file and, where known, the line and column."""
+
+
+@dataclasses.dataclass
+class DataSummary:
+    """What the checks read: files and rows in the folder this run uses."""
+
+    folder: Path
+    files: list[Path]
+    rows: int
+
+
+def _shown(text: str) -> str:
+    """A value or row as quoted in a message, shortened."""
+    return repr(text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "…")
+
+
+def data_files(folder: Path, pattern: str) -> list[Path]:
+    """The files of one batch, in a stable order."""
+    return sorted(p for p in folder.glob(pattern) if p.is_file())
+
+
+# ---------------------------------------------------------------- checks shared by every format
+
+
+def _check_header(path: Path, columns: Sequence[str], settings: Settings) -> None:
+    """Names must be unique, include the label and every configured column, and match the schema."""
+    seen: dict[str, int] = {}
+    for number, name in enumerate(columns, start=1):
+        if not name.strip():
+            raise DataError(f"{path}: column {number} of the header has no name")
+        if name in seen:
+            raise DataError(f"{path}: column name '{name}' appears twice in the header (columns {seen[name]} and {number})")
+        seen[name] = number
+    label = settings.project.label.column
+    if label not in seen:
+        raise DataError(f"{path}: the label column '{label}' is missing (columns: {', '.join(columns)})")
+    for setting, names in configured_columns(settings.project).items():
+        for name in names:
+            if name not in seen:
+                raise DataError(f"{setting} in the project file names column '{name}', which {path} does not have")
+    schema_columns = settings.column_types
+    for name in columns:
+        if name not in schema_columns:
+            raise DataError(
+                f"{path}: column '{name}' is not in the curated schema {settings.paths.schema_file}; "
+                "add it there after review, or drop it from the data"
+            )
+    for feature in settings.schema.feature:
+        if feature.name not in seen and not features.is_optional(feature):
+            raise DataError(f"{path}: column '{feature.name}' is missing; the schema says every example has it")
+
+
+def _empty_column_error(folder: Path, column: str) -> DataError:
+    """The message for a column with no value in any row."""
+    return DataError(
+        f"column '{column}' is empty in every row of {folder}; fill it, or remove it from the data and the schema"
+    )
+
+
+def _timestamp_columns(settings: Settings) -> set[str]:
+    """String columns the project encodes as timestamps, whose format the checks verify."""
+    return {
+        f.name for f in settings.declarations.features
+        if f.encoding is features.Encoding.TIMESTAMP and settings.column_types[f.name] == "BYTES"
+    }
+
+
+# ---------------------------------------------------------------- CSV
+
+
+def _decode(path: Path) -> str:
+    """The file's text; a byte-order mark is dropped, and bytes that are not UTF-8 are located."""
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{path} is empty; a CSV file needs a header line and at least one row")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        line_start = raw.rfind(b"\n", 0, error.start) + 1
+        prefix = raw[line_start:error.start].decode("utf-8", "replace")
+        field = len(next(csv.reader([prefix]))) if prefix else 1
+        header = next(csv.reader([raw.split(b"\n", 1)[0].decode("utf-8", "replace")]), [])
+        column = f"column '{header[field - 1]}'" if 0 < field <= len(header) else f"field {field}"
+        raise DataError(
+            f"{path}, line {line}, {column}: bytes {raw[error.start:error.end + 3]!r} are not UTF-8 text; "
+            "re-export the file as UTF-8"
+        ) from None
+
+
+def _records(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, fields) of each CSV record; quoted commas and newlines are part of a field."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    line = 1
+    try:
+        for row in reader:
+            if row:
+                yield line, row
+            line = reader.line_num + 1
+    except csv.Error as error:
+        if "unexpected end of data" in str(error):
+            raise DataError(
+                f"{path}, line {line}: a quoted field that starts here is never closed (unbalanced quote)"
+            ) from None
+        raise DataError(f"{path}, line {line}: malformed CSV: {error}") from None
+
+
+def _value_checker(kind: str, column: str, is_label: bool, is_timestamp: bool):
+    """A function that returns an error text for a bad non-empty value of `column`, else None."""
+    if kind == "INT":
+        def check(value: str) -> str | None:
+            try:
+                int(value)
+            except ValueError:
+                return f"{_shown(value)} is not an integer, but the schema says '{column}' is INT"
+            return None
+    elif kind == "FLOAT":
+        def check(value: str) -> str | None:
+            try:
+                number = float(value)
+            except ValueError:
+                return f"{_shown(value)} is not a number, but the schema says '{column}' is FLOAT"
+            if not math.isfinite(number):
+                return f"{value} is not a finite number; leave the field empty for a missing value"
+            return None
+    elif is_timestamp:
+        def check(value: str) -> str | None:
+            if not TIMESTAMP.match(value):
+                return f"{_shown(value)} is not an ISO-8601 timestamp such as 2024-05-31 17:45:00"
+            return None
+    else:
+        return None
+    return check
+
+
+def _check_csv(files: list[Path], settings: Settings) -> int:
+    """Checks every CSV file of one batch; returns the number of rows."""
+    header: list[str] | None = None
+    first_file = files[0]
+    label = settings.project.label.column
+    types = settings.column_types
+    timestamps = _timestamp_columns(settings)
+    filled = collections.Counter()
+    total = 0
+    for path in files:
+        records = _records(path, _decode(path))
+        first = next(records, None)
+        if first is None:
+            raise DataError(f"{path} is empty; a CSV file needs a header line and at least one row")
+        columns = first[1]
+        if header is None:
+            _check_header(path, columns, settings)
+            header = columns
+        elif columns != header:
+            raise DataError(
+                f"{path} has columns [{', '.join(columns)}] but {first_file} has [{', '.join(header)}]; "
+                "all files of one batch need the same header"
+            )
+        checks = [
+            (i, name, _value_checker(types[name], name, name == label, name in timestamps))
+            for i, name in enumerate(header)
+        ]
+        label_index = header.index(label)
+        rows = 0
+        for line, row in records:
+            rows += 1
+            if len(row) != len(header):
+                few = "few" if len(row) < len(header) else "many"
+                raise DataError(
+                    f"{path}, line {line}: too {few} fields: {len(row)} where the header has {len(header)} "
+                    f"(row: {_shown(','.join(row))})"
+                )
+            if not row[label_index]:
+                raise DataError(f"{path}, line {line}: the label '{label}' is empty; every row needs a label")
+            for i, name, check in checks:
+                value = row[i]
+                if not value:
+                    continue
+                filled[name] += 1
+                if check is not None and (problem := check(value)) is not None:
+                    raise DataError(f"{path}, line {line}, column '{name}': {problem}")
+        if rows == 0:
+            raise DataError(f"{path} has a header but no rows")
+        total += rows
+    for name in header or ():
+        if filled[name] == 0 and name not in settings.project.features.exclude:
+            raise _empty_column_error(files[0].parent, name)
+    return total
+
+
+# ---------------------------------------------------------------- Parquet
+
+
+def arrow_kind(arrow_type: pa.DataType) -> str | None:
+    """The schema type an Arrow column is stored as in tf.Examples."""
+    if pa.types.is_integer(arrow_type) or pa.types.is_boolean(arrow_type):
+        return "INT"
+    if pa.types.is_floating(arrow_type):
+        return "FLOAT"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_binary(arrow_type) \
+            or pa.types.is_temporal(arrow_type) or pa.types.is_dictionary(arrow_type):
+        return "BYTES"
+    return None
+
+
+def _check_parquet(files: list[Path], settings: Settings) -> int:
+    """Checks every Parquet file of one batch: columns, types against the schema, labels and numbers."""
+    label = settings.project.label.column
+    types = settings.column_types
+    filled = collections.Counter()
+    names: list[str] | None = None
+    total = 0
+    for path in files:
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise DataError(f"{path} is not a readable Parquet file: {error}") from None
+        if names is None:
+            _check_header(path, table.column_names, settings)
+            names = table.column_names
+        elif table.column_names != names:
+            raise DataError(f"{path} has columns [{', '.join(table.column_names)}] but {files[0]} has [{', '.join(names)}]")
+        if table.num_rows == 0:
+            raise DataError(f"{path} has no rows")
+        for name in table.column_names:
+            column = table.column(name)
+            stored = arrow_kind(column.type)
+            expected = types[name]
+            if stored is None or (stored != expected and not (stored == "INT" and expected == "FLOAT")):
+                raise DataError(f"{path}, column '{name}': stored as {column.type}, but the schema says {expected}")
+            nulls = column.null_count
+            if name == label and nulls:
+                row = int(np.flatnonzero(np.asarray(pc.is_null(column)))[0]) + 1
+                raise DataError(f"{path}, row {row}: the label '{label}' is empty; every row needs a label")
+            if pa.types.is_floating(column.type):
+                bad = np.flatnonzero(~np.isfinite(column.to_numpy(zero_copy_only=False)) & np.asarray(pc.is_valid(column)))
+                if bad.size:
+                    value = column[int(bad[0])].as_py()
+                    raise DataError(f"{path}, row {int(bad[0]) + 1}, column '{name}': {value} is not a finite number")
+            filled[name] += len(column) - nulls
+        total += table.num_rows
+    for name in names or ():
+        if filled[name] == 0 and name not in settings.project.features.exclude:
+            raise _empty_column_error(files[0].parent, name)
+    return total
+
+
+# ---------------------------------------------------------------- TFRecord
+
+
+def _check_tfrecord(files: list[Path], settings: Settings) -> int:
+    """Checks that each file holds tf.Examples carrying the label; ExampleValidator checks the values."""
+    import tensorflow as tf
+
+    label = settings.project.label.column
+    total = 0
+    for path in files:
+        if path.stat().st_size == 0:
+            raise DataError(f"{path} is empty")
+        compression = "GZIP" if path.suffix == ".gz" else ""
+        try:
+            records = [r.numpy() for r in tf.data.TFRecordDataset(str(path), compression_type=compression)]
+            first = tf.train.Example.FromString(records[0]) if records else None
+        except Exception as error:  # noqa: BLE001  (TF raises several types for corrupt files)
+            raise DataError(f"{path} is not a TFRecord file of tf.Example: {str(error).splitlines()[0]}") from None
+        if first is None:
+            raise DataError(f"{path} holds no records")
+        if label not in first.features.feature:
+            raise DataError(f"{path}, record 1: the label '{label}' is missing")
+        total += len(records)
+    return total
+
+
+CHECKS = {"csv": _check_csv, "parquet": _check_parquet, "tfrecord": _check_tfrecord}
+
+
+def check_data(settings: Settings) -> DataSummary:
+    """Checks the files this run will read, raising DataError at the first problem."""
+    folder = settings.input_folder
+    pattern = settings.project.data.file_pattern
+    files = data_files(folder, pattern)
+    if not files:
+        raise DataError(f"no files match {folder / pattern}")
+    for path in files:
+        try:
+            check_inside_project(path, settings.project, settings.paths.project_dir, "data file")
+        except ConfigError as error:
+            raise DataError(str(error)) from None
+    rows = CHECKS[settings.project.data.format](files, settings)
+    return DataSummary(folder, files, rows)
+
+
+# ---------------------------------------------------------------- ExampleGen executor
+
+
+def as_list_array(array: pa.Array) -> pa.Array:
+    """One value per row as tfx_bsl wants it: a list of length 1, or a null list where missing."""
+    valid = np.asarray(pc.is_valid(array), dtype=bool)
+    offsets = np.concatenate([[0], np.cumsum(valid)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), array.drop_null(), mask=pa.array(~valid))
+
+
+def to_example_type(array: pa.Array) -> pa.Array:
+    """Arrow types tf.Example can hold: int64, float32 and bytes; times become ISO-8601 text."""
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        return to_example_type(array.dictionary_decode())
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        return pc.strftime(array, format="%Y-%m-%dT%H:%M:%S").cast(pa.binary())
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        return array.cast(pa.int64())
+    if pa.types.is_floating(kind):
+        return array.cast(pa.float32())
+    return array.cast(pa.binary())
+
+
+def example_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A batch shaped as TFDV and tfx_bsl expect tf.Example data: typed lists, null where missing."""
+    return pa.RecordBatch.from_arrays([as_list_array(to_example_type(c)) for c in batch.columns], batch.schema.names)
+
+
+def record_batches(path: str, data_format: str, column_types: Mapping[str, str]) -> Iterator[pa.RecordBatch]:
+    """Arrow batches of one CSV or Parquet file, CSV columns typed by the schema."""
+    if data_format == "parquet":
+        yield from pq.ParquetFile(path).iter_batches(batch_size=65_536)
+        return
+    reader = pa_csv.open_csv(
+        path,
+        read_options=pa_csv.ReadOptions(block_size=1 << 22),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={name: ARROW_TYPES[kind] for name, kind in column_types.items()},
+            null_values=[""],  # only an empty field is missing; "NA" may be a real category
+            strings_can_be_null=True,
+        ),
+    )
+    yield from reader
+
+
+def serialized_examples(path: str, data_format: str, column_types: Mapping[str, str]) -> Iterator[bytes]:
+    """Every row of one file as a serialized tf.Example; missing values are absent features."""
+    from tfx_bsl.coders import example_coder
+
+    for batch in record_batches(path, data_format, column_types):
+        yield from example_coder.RecordBatchToExamples(example_batch(batch))
+
+
+def executor_config(data_format: str, column_types: Mapping[str, str]):
+    """The ExampleGen custom_config carrying the format and the schema's column types."""
+    from google.protobuf import struct_pb2
+    from tfx.proto import example_gen_pb2
+
+    config = example_gen_pb2.CustomConfig()
+    config.custom_config.Pack(struct_pb2.Struct(fields={
+        "format": struct_pb2.Value(string_value=data_format),
+        "column_types": struct_pb2.Value(string_value=json.dumps(dict(column_types))),
+    }))
+    return config
+
+
+def _read_executor_config(exec_properties: dict) -> tuple[str, dict[str, str]]:
+    """Unpacks what `executor_config` packed."""
+    from google.protobuf import struct_pb2
+    from tfx.proto import example_gen_pb2
+    from tfx.utils import proto_utils
+
+    config = proto_utils.json_to_proto(exec_properties["custom_config"], example_gen_pb2.CustomConfig())
+    fields = struct_pb2.Struct()
+    config.custom_config.Unpack(fields)
+    return fields["format"], json.loads(fields["column_types"])
+
+
+@beam.ptransform_fn
+@beam.typehints.with_input_types(beam.Pipeline)
+@beam.typehints.with_output_types(bytes)
+def _TableToExamples(pipeline: beam.Pipeline, exec_properties: dict, split_pattern: str):  # noqa: N802
+    """Beam source: the split's files, each converted in Arrow batches."""
+    from tfx.dsl.io import fileio
+
+    data_format, column_types = _read_executor_config(exec_properties)
+    pattern = os.path.join(exec_properties["input_base"], split_pattern)
+    files = sorted(fileio.glob(pattern))
+    if not files:
+        raise RuntimeError(f"Split pattern {pattern} does not match any files.")
+    return (
+        pipeline
+        | "Files" >> beam.Create(files)
+        | "ToExamples" >> beam.FlatMap(serialized_examples, data_format, column_types)
+    )
+
+
+class TableExampleGenExecutor(BaseExampleGenExecutor):
+    """Reads CSV or Parquet with Arrow, typed by the curated schema, into tf.Examples."""
+
+    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802
+        """The Beam source for one split."""
+        return _TableToExamples

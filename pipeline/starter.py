@@ -1,0 +1,356 @@
+"""`tfxp init`: profiles a dataset with TFDV and writes a starter project file and schema to review."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
+
+from models.features import Encoding, Problem
+from pipeline import config, ingest
+from pipeline.settings import find_spans
+
+HASH_ABOVE = 100  # strings with more distinct values are hashed (TFDV lists no domain above this)
+INT_CATEGORY_MAX = 10  # integers with at most this many distinct values are treated as categories
+MAX_SLICES = 3
+ID_MIN_ROWS = 50  # below this, "every value distinct" says nothing about being an id
+
+
+class InitError(ValueError):
+    """`tfxp init` cannot profile the data; the message says why."""
+
+
+@dataclasses.dataclass
+class Decision:
+    """What init decided for one column, and why, for the table it prints."""
+
+    column: str
+    kind: str  # INT / FLOAT / BYTES
+    missing: float  # fraction of rows without a value
+    distinct: int | None
+    treatment: str
+    reason: str
+
+
+@dataclasses.dataclass
+class Starter:
+    """The inferred schema, the project file text and the decisions behind them."""
+
+    schema: schema_pb2.Schema
+    project_text: str
+    decisions: list[Decision]
+    problem: Problem
+    problem_reason: str
+    rows: int
+
+
+def _read_table(path: Path, data_format: str, column_types: dict | None = None) -> pa.Table:
+    """One file as an Arrow table, types inferred unless given."""
+    try:
+        if data_format == "parquet":
+            return pq.read_table(path)
+        return pa_csv.read_csv(
+            path,
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=column_types or {}, null_values=[""], strings_can_be_null=True
+            ),
+        )
+    except (pa.ArrowInvalid, OSError) as error:
+        raise InitError(f"cannot read {path}: {error}") from None
+
+
+def _unified_kind(kinds: set[str]) -> str:
+    """One schema type for a column typed differently across files."""
+    if kinds <= {"INT"}:
+        return "INT"
+    if kinds <= {"INT", "FLOAT"}:
+        return "FLOAT"
+    return "BYTES"
+
+
+def read_dataset(files: list[Path], data_format: str) -> tuple[list[pa.RecordBatch], set[str]]:
+    """All files as tf.Example-typed Arrow batches, and the columns Arrow recognised as timestamps."""
+    tables = [_read_table(path, data_format) for path in files]
+    timestamps = {
+        field.name for table in tables for field in table.schema
+        if pa.types.is_timestamp(field.type) or pa.types.is_date(field.type)
+    }
+    if data_format == "csv" and len(tables) > 1:
+        kinds: dict[str, set[str]] = {}
+        for table in tables:
+            for field in table.schema:
+                kinds.setdefault(field.name, set()).add(ingest.arrow_kind(field.type) or "BYTES")
+        types = {name: ingest.ARROW_TYPES[_unified_kind(k)] for name, k in kinds.items()}
+        for name in timestamps:
+            types[name] = pa.string()
+        tables = [_read_table(path, data_format, types) for path in files]
+    batches = []
+    for table in tables:
+        batches.extend(ingest.example_batch(b) for b in table.to_batches(max_chunksize=65_536))
+    return batches, timestamps
+
+
+def compute_statistics(batches: list[pa.RecordBatch]) -> statistics_pb2.DatasetFeatureStatisticsList:
+    """TFDV statistics of the batches, computed by TFDV's own Beam transform."""
+    import apache_beam as beam
+    import tensorflow_data_validation as tfdv
+
+    with tempfile.TemporaryDirectory() as tmp:
+        output = str(Path(tmp) / "stats.pb")
+        with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(["--direct_running_mode=in_memory"])) as p:
+            _ = (
+                p
+                | beam.Create(batches, reshuffle=False)
+                | tfdv.GenerateStatistics(tfdv.StatsOptions())
+                | tfdv.WriteStatisticsToBinaryFile(output)
+            )
+        return tfdv.load_stats_binary(output)
+
+
+def _feature_stats(stats: statistics_pb2.DatasetFeatureStatistics) -> dict[str, statistics_pb2.FeatureNameStatistics]:
+    """Per-column statistics by name."""
+    return {f.path.step[0]: f for f in stats.features}
+
+
+def _common(feature_stats) -> statistics_pb2.CommonStatistics:
+    """The statistics every type has (counts, missing)."""
+    kind = feature_stats.WhichOneof("stats")
+    return getattr(feature_stats, kind).common_stats
+
+
+def _distinct(feature_stats) -> int | None:
+    """Distinct values of a string column, or None for numbers (TFDV counts those only when asked)."""
+    if feature_stats.HasField("string_stats"):
+        return feature_stats.string_stats.unique
+    return None
+
+
+def _int_values(feature_stats) -> list[int]:
+    """Distinct values of an integer column when there are few, read from TFDV's histogram buckets."""
+    numbers = feature_stats.num_stats
+    if numbers.min != int(numbers.min) or numbers.max != int(numbers.max):
+        return []
+    span = int(numbers.max) - int(numbers.min)
+    return list(range(int(numbers.min), int(numbers.max) + 1)) if span < INT_CATEGORY_MAX else []
+
+
+def _infer_problem(label: str, kind: str, stats, forced: Problem | None) -> tuple[Problem, str]:
+    """The label's problem type, and the reason printed for it."""
+    if forced is not None:
+        return forced, "given with --problem"
+    if kind == "BYTES":
+        distinct = _distinct(stats)
+        if distinct == 2:
+            return Problem.BINARY, f"'{label}' is a string with 2 values"
+        return Problem.MULTICLASS, f"'{label}' is a string with {distinct} values"
+    if kind == "INT" and (values := _int_values(stats)):
+        problem = Problem.BINARY if len(values) == 2 else Problem.MULTICLASS
+        return problem, f"'{label}' is an integer with {len(values)} values ({values[0]}..{values[-1]})"
+    return Problem.REGRESSION, f"'{label}' is a {'float' if kind == 'FLOAT' else 'wide-ranging integer'}"
+
+
+def _decide(name: str, kind: str, stats, rows: int, timestamps: set[str]):
+    """(treatment, reason, override, excluded) for one feature column."""
+    distinct = _distinct(stats)
+    present = _common(stats).num_non_missing
+    if name in timestamps:
+        return "timestamp: hour, weekday, month", "values parse as dates/times", config.Override(encoding=Encoding.TIMESTAMP), False
+    if kind == "BYTES":
+        if rows >= ID_MIN_ROWS and distinct == present:
+            return "excluded", f"looks like an id: all {distinct} values distinct", None, True
+        if distinct > HASH_ABOVE:
+            buckets = 10 ** math.ceil(math.log10(distinct * 2))
+            return f"hashed into {buckets} buckets", f"{distinct} distinct values", \
+                config.Override(encoding=Encoding.HASHED, buckets=buckets), False
+        return "vocabulary + OOV bucket", f"{distinct} distinct values", None, False
+    if kind == "INT" and (values := _int_values(stats)):
+        return "vocabulary + OOV bucket", f"integer with only {len(values)} values: a category", \
+            config.Override(encoding=Encoding.VOCABULARY), False
+    missing = 1 - present / rows if rows else 0
+    extra = " + missing indicator" if missing > 0 else ""
+    return f"z-score{extra}", "number" + (f", {missing:.0%} missing (imputed with the mean)" if missing else ""), None, False
+
+
+def _curate_schema(schema: schema_pb2.Schema, label: str, problem: Problem, stats_by_name, timestamps: set[str],
+                   hashed: set[str], excluded: set[str]) -> None:
+    """Adjusts TFDV's inferred schema: categorical integer labels, no domains where values are open-ended."""
+    for feature in schema.feature:
+        if feature.name in timestamps | hashed | excluded and feature.HasField("domain"):
+            feature.ClearField("domain")
+        if feature.name == label and problem is not Problem.REGRESSION and feature.type == schema_pb2.INT:
+            values = _int_values(stats_by_name[label])
+            feature.int_domain.min, feature.int_domain.max = values[0], values[-1]
+            feature.int_domain.is_categorical = True
+        if feature.name == label:
+            feature.presence.min_fraction = 1.0
+    used = {f.domain for f in schema.feature if f.HasField("domain")}
+    kept = [d for d in schema.string_domain if d.name in used]
+    del schema.string_domain[:]
+    schema.string_domain.extend(kept)
+    schema.dataset_constraints.min_examples_count = 1  # an empty split is an anomaly
+
+
+def _gate(problem: Problem, label_stats) -> tuple[str, float, str]:
+    """A starting blessing bar: better than the trivial model the data implies."""
+    if problem is Problem.REGRESSION:
+        std = label_stats.num_stats.std_dev
+        return "rmse", float(f"{std:.3g}"), f"rmse at most {std:.3g}, the label's deviation: better than predicting the mean"
+    if problem is Problem.BINARY:
+        return "auc", 0.6, "auc at least 0.6: clearly better than chance (0.5)"
+    top = label_stats.string_stats.top_values[0].frequency if label_stats.HasField("string_stats") else 0
+    total = _common(label_stats).num_non_missing
+    majority = math.ceil(100 * top / total) / 100 if total else 0.5
+    return "accuracy", majority, f"accuracy at least {majority}: better than always guessing the most common class"
+
+
+def _toml_value(value) -> str:
+    """A TOML literal for a string, number, bool or list of those."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))  # JSON string escapes are valid TOML basic strings
+
+
+def _project_text(model_name: str, data_path: str, outside: bool, data_format: str, label: str, problem: Problem,
+                  problem_reason: str, exclude: list[str], overrides: dict[str, config.Override], slices: list[str],
+                  gate: tuple[str, float, str]) -> str:
+    """The starter tfxp.toml, with a comment on every setting."""
+    metric, threshold, gate_reason = gate
+    lines = [
+        "# tfxp project file, written by `tfxp init`. Review it, and schema/schema.pbtxt, then `tfxp run`.",
+        f"model_name = {_toml_value(model_name)}  # serving path: <output>/serving/<model_name>/<version>/",
+        'output = "outputs"',
+        "",
+        "[data]",
+        f"path = {_toml_value(data_path)}  # a folder of files, or of span-<N>/ folders (newest span is used)",
+        f"format = {_toml_value(data_format)}  # csv | parquet | tfrecord",
+        f"allow_outside_project = {_toml_value(outside)}  # refuse data outside this folder (.. or symlinks)",
+        "",
+        "[schema]",
+        'path = "schema/schema.pbtxt"  # curated: every batch is validated against it',
+        "",
+        "[label]",
+        f"column = {_toml_value(label)}",
+        f"problem = {_toml_value(problem.value)}  # {problem_reason}",
+        "",
+        "[features]",
+        f"exclude = {_toml_value(exclude)}  # ids, and leaks computed from the label",
+        "",
+    ]
+    for name, override in overrides.items():
+        lines.append(f"[features.overrides.{json.dumps(name)}]")
+        lines.append(f"encoding = {_toml_value(override.encoding.value)}  # numeric | vocabulary | hashed | timestamp")
+        if override.buckets:
+            lines.append(f"buckets = {override.buckets}")
+        lines.append("")
+    lines += [
+        "[split]",
+        "eval_fraction = 0.33  # share of each batch held out for evaluation",
+        "",
+        "[evaluation]",
+        f"slices = {_toml_value(slices)}  # metrics are also reported per value of these columns",
+        f"metric = {_toml_value(metric)}",
+        f"threshold = {_toml_value(threshold)}  # {gate_reason}",
+        "max_regression = 0.02  # how much worse than the last blessed model a new one may be",
+        "",
+        "[training]",
+        "train_steps = 200",
+        "tuner = true",
+        "tuner_trials = 3",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def build_starter(project_dir: Path, data: Path, label: str, data_format: str | None,
+                  problem: Problem | None, model_name: str | None) -> Starter:
+    """Profiles the data (the newest span, if any) and drafts the schema and project file."""
+    import tensorflow_data_validation as tfdv
+
+    data = data.absolute()
+    if not data.is_dir():
+        raise InitError(f"data folder {data} does not exist")
+    spans = find_spans(data)
+    folder = data / f"span-{spans[-1]}" if spans else data
+    if data_format is None:
+        data_format = next((f for f, pattern in config.PATTERNS.items() if ingest.data_files(folder, pattern)), None)
+        if data_format is None:
+            raise InitError(f"no CSV, Parquet or TFRecord files in {folder}")
+    files = ingest.data_files(folder, config.PATTERNS[data_format])
+    if not files:
+        raise InitError(f"no files match {folder / config.PATTERNS[data_format]}")
+    if data_format == "tfrecord":
+        raise InitError("init profiles CSV and Parquet; for TFRecord, write the schema with TFDV and the project by hand")
+    batches, timestamps = read_dataset(files, data_format)
+    rows = sum(b.num_rows for b in batches)
+    if rows == 0:
+        raise InitError(f"{folder} has no data rows")
+    columns = batches[0].schema.names
+    if label not in columns:
+        raise InitError(f"the label column '{label}' is not in {files[0]} (columns: {', '.join(columns)})")
+    statistics = compute_statistics(batches)
+    stats_by_name = _feature_stats(statistics.datasets[0])
+    schema = tfdv.infer_schema(statistics, infer_feature_shape=True, max_string_domain_size=HASH_ABOVE)
+    kinds = {f.name: schema_pb2.FeatureType.Name(f.type) for f in schema.feature}
+    label_problem, problem_reason = _infer_problem(label, kinds[label], stats_by_name[label], problem)
+
+    decisions, exclude, overrides = [], [], {}
+    for name in columns:
+        common = _common(stats_by_name[name])
+        missing = 1 - common.num_non_missing / rows
+        if name == label:
+            decisions.append(Decision(name, kinds[name], missing, _distinct(stats_by_name[name]),
+                                      f"label: {label_problem.value}", problem_reason))
+            continue
+        treatment, reason, override, excluded = _decide(name, kinds[name], stats_by_name[name], rows, timestamps)
+        if excluded:
+            exclude.append(name)
+        if override:
+            overrides[name] = override
+        decisions.append(Decision(name, kinds[name], missing, _distinct(stats_by_name[name]), treatment, reason))
+    hashed = {n for n, o in overrides.items() if o.encoding is Encoding.HASHED}
+    _curate_schema(schema, label, label_problem, stats_by_name, timestamps, hashed, set(exclude))
+    slices = [
+        d.column for d in decisions
+        if d.treatment.startswith("vocabulary") and d.column not in exclude and (d.distinct or INT_CATEGORY_MAX) <= INT_CATEGORY_MAX
+    ][:MAX_SLICES]
+    project_dir = project_dir.absolute()
+    outside = not data.resolve().is_relative_to(project_dir.resolve())
+    data_path = str(data) if outside else str(data.relative_to(project_dir)) if data != project_dir else "."
+    text = _project_text(
+        model_name or _model_name(data), data_path, outside, data_format, label, label_problem, problem_reason,
+        exclude, overrides, slices, _gate(label_problem, stats_by_name[label]),
+    )
+    return Starter(schema, text, decisions, label_problem, problem_reason, rows)
+
+
+def _model_name(data: Path) -> str:
+    """A serving-path-safe model name from the data folder's name."""
+    name = "".join(c if c.isalnum() or c in "_.-" else "_" for c in data.resolve().name).strip("_.-")
+    return name or "model"
+
+
+def write_starter(starter: Starter, project_dir: Path, force: bool) -> tuple[Path, Path]:
+    """Writes tfxp.toml and schema/schema.pbtxt, refusing to overwrite either unless `force`."""
+    import tensorflow_data_validation as tfdv
+
+    project_file = project_dir / config.CONFIG_FILE
+    schema_file = project_dir / "schema" / "schema.pbtxt"
+    for path in (project_file, schema_file):
+        if path.exists() and not force:
+            raise InitError(f"{path} already exists; pass --force to overwrite it")
+    schema_file.parent.mkdir(parents=True, exist_ok=True)
+    tfdv.write_schema_text(starter.schema, str(schema_file))
+    project_file.write_text(starter.project_text, encoding="utf-8")
+    return project_file, schema_file
