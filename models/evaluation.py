@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import tensorflow_model_analysis as tfma
+from models.features import OUTPUT_NAMES, Declarations, Problem
 
-from models import network
-from models.features import Declarations, Problem
+if TYPE_CHECKING:  # TFMA takes seconds to import; only building the config needs it
+    import tensorflow_model_analysis as tfma
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +61,8 @@ class Gate:
 
 def _threshold(gate_metric: Metric, gate: Gate) -> tfma.MetricThreshold:
     """TFMA's value and change thresholds for the gate, pointing the right way for the metric."""
+    import tensorflow_model_analysis as tfma
+
     if gate_metric.higher_is_better:
         bound = tfma.GenericValueThreshold(lower_bound={"value": gate.threshold})
         change = tfma.GenericChangeThreshold(direction=tfma.MetricDirection.HIGHER_IS_BETTER,
@@ -73,6 +76,8 @@ def _threshold(gate_metric: Metric, gate: Gate) -> tfma.MetricThreshold:
 
 def eval_config(declarations: Declarations, gate: Gate, slices: Sequence[str]) -> tfma.EvalConfig:
     """Scores `serving_default` on the eval split, overall and per slicing feature; gates on the overall slice."""
+    import tensorflow_model_analysis as tfma
+
     problem = declarations.label.problem
     gate_metric = metric(problem, gate.metric)
     metric_configs = [tfma.MetricConfig(class_name="ExampleCount")]
@@ -89,7 +94,7 @@ def eval_config(declarations: Declarations, gate: Gate, slices: Sequence[str]) -
             tfma.ModelSpec(
                 signature_name="serving_default",
                 label_key=declarations.label.transformed_name,
-                prediction_key=network.OUTPUT_NAMES[problem],
+                prediction_key=OUTPUT_NAMES[problem],
                 preprocessing_function_names=["transform_features"],
             )
         ],

@@ -31,6 +31,8 @@ class Problem(str, enum.Enum):
     REGRESSION = "regression"
 
 
+# The Keras output each problem type exports, which serving returns and TFMA scores.
+OUTPUT_NAMES = {Problem.MULTICLASS: "probabilities", Problem.BINARY: "probability", Problem.REGRESSION: "prediction"}
 OOV_BUCKETS = 1
 TIMESTAMP_PARTS = {"hour": 24, "weekday": 7, "month": 12}  # part → number of values
 

@@ -9,6 +9,7 @@ from models import features
 from models.features import Encoding, Feature, Label, Problem
 
 Column = tf.Tensor | tf.SparseTensor
+MISSING_CATEGORY = "__missing__"  # TFT drops empty strings from vocabularies, so a gap needs a visible token
 
 
 def _dense(value: Column, default) -> tf.Tensor:
@@ -49,7 +50,7 @@ def _numeric(feature: Feature, value: Column) -> dict[str, tf.Tensor]:
 
 def _vocabulary(feature: Feature, value: Column) -> dict[str, tf.Tensor]:
     """Index into the training vocabulary (top `buckets` when capped); unseen values share an OOV bucket."""
-    default = "" if _values(value).dtype == tf.string else -1  # missing is a category of its own
+    default = MISSING_CATEGORY if _values(value).dtype == tf.string else -1  # missing is a category of its own
     index = tft.compute_and_apply_vocabulary(
         _dense(value, default),
         top_k=feature.buckets or None,
@@ -79,7 +80,7 @@ def _days_from_civil(year: tf.Tensor, month: tf.Tensor, day: tf.Tensor) -> tf.Te
     year = year - tf.cast(month <= 2, tf.int64)
     era = year // 400
     year_of_era = year - era * 400
-    day_of_year = (153 * (month + tf.where(month > 2, -3, 9)) + 2) // 5 + day - 1
+    day_of_year = (153 * tf.where(month > 2, month - 3, month + 9) + 2) // 5 + day - 1
     day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
     return era * 146097 + day_of_era - 719468
 

@@ -6,7 +6,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from models import network
+from models import features
 from models.features import Declarations, Problem
 
 CLASS_NAME = "class_name"  # serving output naming the predicted class, for classifiers
@@ -24,7 +24,7 @@ def make_signatures(model: keras.Model, tft_output: tft.TFTransformOutput, decla
     feature_keys = {f.name for f in declarations.features}
     serving_spec = _raw_spec(tft_output, feature_keys)
     eval_spec = _raw_spec(tft_output, feature_keys | {label.name})
-    output_name = network.OUTPUT_NAMES[label.problem]
+    output_name = features.OUTPUT_NAMES[label.problem]
     names = tf.constant(label.classes or [""])
     model_keys = list(model.input.keys())
 

@@ -66,17 +66,23 @@ def _absolute(path: Path | None) -> str | None:
 @click.option("--name", "model_name", default=None, help="Model name in the serving path. Default: the data folder's name.")
 @click.option("--project", "project_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
               show_default=True, help="Folder to write tfxp.toml and schema/schema.pbtxt into.")
+@click.option("--exclude", multiple=True, metavar="COLUMN",
+              help="Column to leave out of the model, repeatable: a leak computed from the label, say. Ids are found for you.")
 @click.option("--force", is_flag=True, help="Overwrite an existing tfxp.toml and schema.")
-def init(data, label, data_format, problem, model_name, project_dir, force):
+def init(data, label, data_format, problem, model_name, project_dir, exclude, force):
     """Profile a dataset with TFDV; write a starter tfxp.toml and schema/schema.pbtxt to review."""
     from rich.table import Table
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter, before TFDV imports it
+    warnings.simplefilter("ignore")
     from pipeline import starter
 
     console = Console(highlight=False, soft_wrap=True)
     console.print(f"Profiling {data} with TensorFlow Data Validation...")
     try:
-        draft = starter.build_starter(project_dir, data, label, data_format, Problem(problem) if problem else None, model_name)
+        draft = starter.build_starter(
+            project_dir, data, label, data_format, Problem(problem) if problem else None, model_name, tuple(exclude)
+        )
         project_file, schema_file = starter.write_starter(draft, project_dir, force)
     except starter.InitError as error:
         _fail(str(error), EXIT_BAD_INPUT)

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
 from models.features import Encoding, Problem
-from pipeline import config, ingest
+from pipeline import config, example_gen, ingest
 from pipeline.settings import find_spans
 
 HASH_ABOVE = 100  # strings with more distinct values are hashed (TFDV lists no domain above this)
@@ -94,7 +94,7 @@ def read_dataset(files: list[Path], data_format: str) -> tuple[list[pa.RecordBat
         tables = [_read_table(path, data_format, types) for path in files]
     batches = []
     for table in tables:
-        batches.extend(ingest.example_batch(b) for b in table.to_batches(max_chunksize=65_536))
+        batches.extend(example_gen.example_batch(b) for b in table.to_batches(max_chunksize=65_536))
     return batches, timestamps
 
 
@@ -198,17 +198,31 @@ def _curate_schema(schema: schema_pb2.Schema, label: str, problem: Problem, stat
     schema.dataset_constraints.min_examples_count = 1  # an empty split is an anomaly
 
 
-def _gate(problem: Problem, label_stats) -> tuple[str, float, str]:
+@dataclasses.dataclass(frozen=True)
+class StartingGate:
+    """The blessing bar init proposes, with the reasons written beside it."""
+
+    metric: str
+    threshold: float
+    reason: str
+    max_regression: float = 0.02
+    regression_reason: str = "how much worse than the last blessed model a new one may be"
+
+
+def _gate(problem: Problem, label_stats) -> StartingGate:
     """A starting blessing bar: better than the trivial model the data implies."""
     if problem is Problem.REGRESSION:
         std = label_stats.num_stats.std_dev
-        return "rmse", float(f"{std:.3g}"), f"rmse at most {std:.3g}, the label's deviation: better than predicting the mean"
+        return StartingGate(
+            "rmse", float(f"{std:.3g}"), f"rmse at most {std:.3g}, the label's deviation: better than predicting the mean",
+            float(f"{0.02 * std:.2g}"), "a new model's rmse may exceed the last blessed one's by 2% of the label's deviation",
+        )
     if problem is Problem.BINARY:
-        return "auc", 0.6, "auc at least 0.6: clearly better than chance (0.5)"
+        return StartingGate("auc", 0.6, "auc at least 0.6: clearly better than chance (0.5)")
     top = label_stats.string_stats.top_values[0].frequency if label_stats.HasField("string_stats") else 0
     total = _common(label_stats).num_non_missing
     majority = math.ceil(100 * top / total) / 100 if total else 0.5
-    return "accuracy", majority, f"accuracy at least {majority}: better than always guessing the most common class"
+    return StartingGate("accuracy", majority, f"accuracy at least {majority}: better than always guessing the most common class")
 
 
 def _toml_value(value) -> str:
@@ -224,9 +238,8 @@ def _toml_value(value) -> str:
 
 def _project_text(model_name: str, data_path: str, outside: bool, data_format: str, label: str, problem: Problem,
                   problem_reason: str, exclude: list[str], overrides: dict[str, config.Override], slices: list[str],
-                  gate: tuple[str, float, str]) -> str:
+                  gate: StartingGate) -> str:
     """The starter tfxp.toml, with a comment on every setting."""
-    metric, threshold, gate_reason = gate
     lines = [
         "# tfxp project file, written by `tfxp init`. Review it, and schema/schema.pbtxt, then `tfxp run`.",
         f"model_name = {_toml_value(model_name)}  # serving path: <output>/serving/<model_name>/<version>/",
@@ -260,9 +273,9 @@ def _project_text(model_name: str, data_path: str, outside: bool, data_format: s
         "",
         "[evaluation]",
         f"slices = {_toml_value(slices)}  # metrics are also reported per value of these columns",
-        f"metric = {_toml_value(metric)}",
-        f"threshold = {_toml_value(threshold)}  # {gate_reason}",
-        "max_regression = 0.02  # how much worse than the last blessed model a new one may be",
+        f"metric = {_toml_value(gate.metric)}",
+        f"threshold = {_toml_value(gate.threshold)}  # {gate.reason}",
+        f"max_regression = {_toml_value(gate.max_regression)}  # {gate.regression_reason}",
         "",
         "[training]",
         "train_steps = 200",
@@ -274,8 +287,8 @@ def _project_text(model_name: str, data_path: str, outside: bool, data_format: s
 
 
 def build_starter(project_dir: Path, data: Path, label: str, data_format: str | None,
-                  problem: Problem | None, model_name: str | None) -> Starter:
-    """Profiles the data (the newest span, if any) and drafts the schema and project file."""
+                  problem: Problem | None, model_name: str | None, exclude: tuple[str, ...] = ()) -> Starter:
+    """Profiles the data (the newest span, if any) and drafts the schema and project file; `exclude` names leaks."""
     import tensorflow_data_validation as tfdv
 
     data = data.absolute()
@@ -299,12 +312,17 @@ def build_starter(project_dir: Path, data: Path, label: str, data_format: str | 
     columns = batches[0].schema.names
     if label not in columns:
         raise InitError(f"the label column '{label}' is not in {files[0]} (columns: {', '.join(columns)})")
+    if unknown := [name for name in exclude if name not in columns]:
+        raise InitError(f"--exclude names {', '.join(map(repr, unknown))}, not in {files[0]} (columns: {', '.join(columns)})")
+    if label in exclude:
+        raise InitError(f"the label '{label}' cannot also be excluded")
     statistics = compute_statistics(batches)
     stats_by_name = _feature_stats(statistics.datasets[0])
     schema = tfdv.infer_schema(statistics, infer_feature_shape=True, max_string_domain_size=HASH_ABOVE)
     kinds = {f.name: schema_pb2.FeatureType.Name(f.type) for f in schema.feature}
     label_problem, problem_reason = _infer_problem(label, kinds[label], stats_by_name[label], problem)
 
+    given_exclusions = set(exclude)
     decisions, exclude, overrides = [], [], {}
     for name in columns:
         common = _common(stats_by_name[name])
@@ -312,6 +330,10 @@ def build_starter(project_dir: Path, data: Path, label: str, data_format: str | 
         if name == label:
             decisions.append(Decision(name, kinds[name], missing, _distinct(stats_by_name[name]),
                                       f"label: {label_problem.value}", problem_reason))
+            continue
+        if name in given_exclusions:
+            exclude.append(name)
+            decisions.append(Decision(name, kinds[name], missing, _distinct(stats_by_name[name]), "excluded", "given with --exclude"))
             continue
         treatment, reason, override, excluded = _decide(name, kinds[name], stats_by_name[name], rows, timestamps)
         if excluded:

@@ -11,7 +11,7 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
 from models import evaluation, features, preprocessing, training
-from pipeline import guards, ingest
+from pipeline import example_gen, guards
 from pipeline.nodes import (
     ANOMALIES_GATE, BASELINE_RESOLVER, EVALUATOR, EXAMPLE_GEN, EXAMPLE_VALIDATOR, PUSHER, SCHEMA_GEN,
     STATISTICS_GEN, TRAINER, TRANSFORM, TUNER,
@@ -45,10 +45,10 @@ def _example_gen(settings: Settings):
         )
     if data.format == "tfrecord":
         return tfx.components.ImportExampleGen(**kwargs)
-    # CSV and Parquet: Arrow readers typed by the curated schema (see pipeline/ingest.py).
+    # CSV and Parquet: Arrow readers typed by the curated schema (see pipeline/example_gen.py).
     return FileBasedExampleGen(
-        custom_executor_spec=executor_spec.BeamExecutorSpec(ingest.TableExampleGenExecutor),
-        custom_config=ingest.executor_config(data.format, settings.column_types),
+        custom_executor_spec=executor_spec.BeamExecutorSpec(example_gen.TableExampleGenExecutor),
+        custom_config=example_gen.executor_config(data.format, settings.column_types),
         **kwargs,
     )
 

@@ -14,7 +14,7 @@ SCRIPT = textwrap.dedent(
     import models
     import numpy as np
     import tensorflow as tf
-    from models import distribution, features, hyperparameters, training
+    from models import distribution, features, hyperparameters, network, training
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -23,13 +23,13 @@ SCRIPT = textwrap.dedent(
 
     rng = np.random.default_rng(0)
     n = 256
-    x = {f.transformed_name: rng.normal(size=n).astype("float32") for f in features.NUMERIC_FEATURES}
-    x.update({f.transformed_name: rng.integers(0, 3, size=n) for f in features.CATEGORICAL_FEATURES})
-    y = (x[features.NUMERIC_FEATURES[0].transformed_name] > 0).astype("int64")
+    x = {"length_xf": rng.normal(size=n).astype("float32"), "island_xf": rng.integers(0, 3, size=n)}
+    y = (x["length_xf"] > 0).astype("int64")
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).repeat()
-    sizes = {f.transformed_name: 3 for f in features.CATEGORICAL_FEATURES}
+    inputs = [network.ModelInput("length_xf"), network.ModelInput("island_xf", 3)]
+    label = features.Label("y", features.Problem.MULTICLASS, ("no", "yes"))
 
-    model = training.fit(strategy, hyperparameters.search_space(), sizes, 2, data, data, 80, 4, sys.argv[1])
+    model = training.fit(strategy, hyperparameters.search_space(), inputs, label, data, data, 80, 4, sys.argv[1])
     print(json.dumps({
         "strategy": type(strategy).__name__,
         "replicas": strategy.num_replicas_in_sync,

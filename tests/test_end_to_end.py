@@ -16,6 +16,7 @@ from models import features
 from pipeline import lineage, nodes
 from tests.conftest import FAST_RUN_ARGS, PROJECT_ROOT, run_tfxp
 
+LABEL = "species"  # the penguins project's label, as tfxp.toml names it
 ALL_NODES = {
     nodes.EXAMPLE_GEN, nodes.STATISTICS_GEN, nodes.SCHEMA_GEN, nodes.EXAMPLE_VALIDATOR,
     nodes.ANOMALIES_GATE, nodes.TRANSFORM, nodes.TUNER, nodes.TRAINER, nodes.BASELINE_RESOLVER,
@@ -84,9 +85,9 @@ def test_pushed_model_classifies_held_out_penguins_from_serialized_examples(two_
     model = tf.saved_model.load(str(version))
     assert set(model.signatures) == {"serving_default", "transform_features"}
     examples = _eval_examples(two_runs.output)
-    labels = [e.features.feature[features.LABEL].bytes_list.value[0].decode() for e in examples]
+    labels = [e.features.feature[LABEL].bytes_list.value[0].decode() for e in examples]
     for example in examples:
-        del example.features.feature[features.LABEL]  # a serving request carries no label
+        del example.features.feature[LABEL]  # a serving request carries no label
     # What TF Serving does with a PredictRequest: a batch of serialized tf.Examples to the signature.
     outputs = model.signatures["serving_default"](examples=tf.constant([e.SerializeToString() for e in examples]))
     assert outputs["probabilities"].shape == (len(examples), 3)
@@ -101,8 +102,8 @@ def test_transform_features_signature_gives_tfma_the_label(two_runs):
     model = tf.saved_model.load(str(version))
     examples = _eval_examples(two_runs.output)[:4]
     out = model.signatures["transform_features"](examples=tf.constant([e.SerializeToString() for e in examples]))
-    assert features.transformed_name(features.LABEL) in out
-    assert out[features.transformed_name(features.LABEL)].shape == (4,)
+    assert features.transformed_name(LABEL) in out
+    assert out[features.transformed_name(LABEL)].shape == (4,)
 
 
 def test_lineage_links_pushed_model_to_its_training_examples(two_runs):
@@ -168,7 +169,7 @@ def test_tfxp_tensorboard_serves_the_training_curves(two_runs):
 
 def test_a_model_below_the_bar_is_not_pushed(two_runs):
     """Runs last on the shared folder: only the Evaluator's threshold changes, so only it and Pusher re-run."""
-    result = run_tfxp("run", "--output", str(two_runs.output), *FAST_RUN_ARGS, "--min-accuracy", "1.0")
+    result = run_tfxp("run", "--output", str(two_runs.output), *FAST_RUN_ARGS, "--threshold", "1.0")
     assert result.code == 3, result.stderr
     out = " ".join(result.stdout.split())
     assert "Not blessed: Overall: sparse_categorical_accuracy = 0.9" in out and "misses ≥ 1" in out
@@ -216,7 +217,9 @@ def test_data_anomalies_stop_the_run_before_transform(tmp_path):
 def test_missing_data_folder_is_one_clear_error(tmp_path):
     result = run_tfxp("run", "--data", str(tmp_path / "nope"), "--output", str(tmp_path / "out"))
     assert result.code == 2
-    assert result.stderr.strip() == f"Error: data folder {tmp_path / 'nope'} does not exist (give a folder of CSV files with --data)"
+    assert result.stderr.strip() == (
+        f"Error: data folder {tmp_path / 'nope'} does not exist (set [data] path in the project file, or pass --data)"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -230,7 +233,7 @@ def test_unwritable_output_folder_is_one_clear_error(tmp_path):
 
 
 def test_every_command_has_help():
-    for args in (["--help"], ["run", "--help"], ["tensorboard", "--help"]):
+    for args in (["--help"], ["init", "--help"], ["run", "--help"], ["tensorboard", "--help"]):
         result = run_tfxp(*args)
         assert result.code == 0
         assert "Usage:" in result.stdout

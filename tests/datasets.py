@@ -1,0 +1,154 @@
+"""The three datasets the pipeline is tried on, written as a user's CSV or Parquet folders.
+
+- penguins: the shipped table, multi-class;
+- diabetes: scikit-learn's bundled real clinical data (442 patients), regression;
+- subscriptions: a seeded generator of customer churn, binary, with missing values, a
+  high-cardinality company name, a signup timestamp, an id and a leaky column.
+
+Run `python -m tests.datasets NAME FOLDER` to write one for trying `tfxp init` by hand.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PENGUINS_CSV = PROJECT_ROOT / "data" / "penguins.csv"
+
+SUBSCRIPTION_COLUMNS = (
+    "customer_id", "signed_up_at", "plan", "company", "monthly_spend", "support_tickets",
+    "seats", "cancellation_reason", "churned",
+)
+PLANS = ("basic", "team", "enterprise")
+CANCEL_REASONS = ("price", "missing feature", "switched provider", "closed business")
+LEAK_COLUMN = "cancellation_reason"  # only filled in for customers who churned
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    """Writes rows under a header; None becomes an empty field."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return path
+
+
+def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV file, as strings."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    return rows[0], rows[1:]
+
+
+def write_penguins(folder: Path) -> Path:
+    """The shipped penguins table, copied into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(PENGUINS_CSV, folder / "penguins.csv"))
+
+
+def diabetes_rows() -> tuple[list[str], list[list]]:
+    """scikit-learn's diabetes table in its original units; the target is disease progression after a year."""
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes(scaled=False)
+    header = [*bunch.feature_names, "progression"]
+    rows = [[_plain_number(v) for v in (*features, target)] for features, target in zip(bunch.data, bunch.target)]
+    return header, rows
+
+
+def _plain_number(value: float) -> int | float:
+    """Whole numbers as integers, as a database export writes them."""
+    return int(value) if float(value).is_integer() else round(float(value), 4)
+
+
+def write_diabetes(folder: Path, data_format: str = "csv") -> Path:
+    """The diabetes table as one CSV or Parquet file in `folder`."""
+    header, rows = diabetes_rows()
+    if data_format == "csv":
+        return write_csv(folder / "diabetes.csv", header, rows)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pa.table({name: [row[i] for row in rows] for i, name in enumerate(header)})
+    table = table.cast(pa.schema([pa.field(n, pa.float64() if pa.types.is_floating(t) or n == "progression" else pa.int64())
+                                  for n, t in zip(table.column_names, table.schema.types)]))
+    path = folder / "diabetes.parquet"
+    pq.write_table(table, path)
+    return path
+
+
+def subscription_rows(count: int, seed: int, first_id: int = 1) -> list[list]:
+    """Customers of a SaaS product and whether they cancelled within the quarter.
+
+    Churn rises with support tickets, falls with seats and on the enterprise plan, and is higher for
+    weekend and night-time sign-ups, and varies by company; spend is missing for about 8% of customers (unbilled trials).
+    """
+    rng = np.random.default_rng(seed)
+    companies = [f"{a} {b}" for a in _COMPANY_FIRST for b in _COMPANY_SECOND]
+    popularity = 1 / rng.permutation(np.arange(1, len(companies) + 1)) ** 0.8  # a long tail of small customers
+    popularity /= popularity.sum()
+    company_effect = rng.normal(0, 0.6, size=len(companies))  # some accounts are simply more fickle
+    start = datetime.datetime(2023, 1, 1)
+    rows = []
+    for i in range(count):
+        company = rng.choice(len(companies), p=popularity)
+        plan = rng.choice(PLANS, p=[0.55, 0.35, 0.10])
+        seats = int(rng.integers(1, 6) * {"basic": 1, "team": 4, "enterprise": 20}[plan])
+        signed_up = start + datetime.timedelta(minutes=int(rng.integers(0, 600 * 24 * 60)))
+        tickets = int(rng.poisson(1.5))
+        spend = round(float(rng.gamma(2.0, {"basic": 15, "team": 60, "enterprise": 400}[plan])), 2)
+        weekend = signed_up.weekday() >= 5
+        night = signed_up.hour < 6
+        logit = -1.6 + 0.45 * tickets - 0.5 * math.log(seats) - 0.8 * (plan == "enterprise") + 0.9 * weekend + 0.7 * night
+        logit += company_effect[company]
+        churned = rng.random() < 1 / (1 + math.exp(-logit))
+        rows.append([
+            f"C{first_id + i:06d}",
+            signed_up.strftime("%Y-%m-%d %H:%M:%S"),
+            plan,
+            companies[company],
+            None if rng.random() < 0.08 else spend,
+            tickets,
+            seats,
+            rng.choice(CANCEL_REASONS) if churned else None,
+            "yes" if churned else "no",
+        ])
+    return rows
+
+
+_COMPANY_FIRST = (
+    "Acme", "Blue", "Bright", "Cedar", "Delta", "Echo", "Falcon", "Granite", "Harbor", "Iron", "Juniper", "Kite",
+    "Lumen", "Maple", "North", "Orbit", "Pine", "Quartz", "River", "Summit", "Tidal", "Union", "Vertex", "Willow",
+)
+_COMPANY_SECOND = (
+    "Analytics", "Bakery", "Capital", "Dental", "Energy", "Foods", "Group", "Health", "Imports", "Labs",
+    "Logistics", "Media", "Motors", "Partners", "Retail", "Studios", "Systems", "Travel",
+)
+
+
+def write_subscriptions(folder: Path, count: int = 1500, seed: int = 7, first_id: int = 1) -> Path:
+    """One CSV export of `count` customers in `folder`."""
+    return write_csv(folder / "customers.csv", list(SUBSCRIPTION_COLUMNS), subscription_rows(count, seed, first_id))
+
+
+WRITERS = {"penguins": write_penguins, "diabetes": write_diabetes, "subscriptions": write_subscriptions}
+
+
+def main(argv: list[str]) -> None:
+    """Writes one dataset: `python -m tests.datasets {penguins|diabetes|subscriptions} FOLDER`."""
+    if len(argv) != 2 or argv[0] not in WRITERS:
+        sys.exit(f"usage: python -m tests.datasets {{{'|'.join(WRITERS)}}} FOLDER")
+    print(WRITERS[argv[0]](Path(argv[1])))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
