@@ -3,7 +3,7 @@
 
 import os
 
-from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 from tfx import types
 from tfx import v1 as tfx
 from tfx.components.evaluator import constants as evaluator_constants
@@ -13,6 +13,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
 ANOMALIES_FILE = "SchemaDiff.pb"  # what ExampleValidator writes per split
+STATISTICS_FILE = "FeatureStats.pb"  # what StatisticsGen writes per split
 
 
 class DataAnomaliesError(RuntimeError):
@@ -40,10 +41,25 @@ def describe_anomalies(by_split: dict[str, anomalies_pb2.Anomalies]) -> list[str
     return lines
 
 
+def empty_splits(statistics: types.Artifact) -> list[str]:
+    """Lines for splits with no examples, which TFDV's min_examples_count check passes over."""
+    lines = []
+    for split in artifact_utils.decode_split_names(statistics.split_names):
+        path = os.path.join(artifact_utils.get_split_uri([statistics], split), STATISTICS_FILE)
+        stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(io_utils.read_bytes_file(path))
+        if not any(dataset.num_examples for dataset in stats.datasets):
+            lines.append(f"[{split}] whole dataset: no examples (the hash split put none of this batch's rows here; "
+                         "add rows, or change [split] eval_fraction)")
+    return lines
+
+
 @component
-def AnomaliesGate(anomalies: InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies]) -> None:  # noqa: N802
-    """Stops the run when ExampleValidator found anything, so nothing downstream is built."""
-    problems = describe_anomalies(read_anomalies(anomalies))
+def AnomaliesGate(  # noqa: N802
+    anomalies: InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
+    statistics: InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
+) -> None:
+    """Stops the run when ExampleValidator found anything, or a split is empty, so nothing downstream is built."""
+    problems = empty_splits(statistics) + describe_anomalies(read_anomalies(anomalies))
     if problems:
         raise DataAnomaliesError(
             "the data does not match the curated schema:\n  " + "\n  ".join(problems)

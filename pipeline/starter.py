@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
 from models.features import Encoding, Problem
-from pipeline import config, example_gen, ingest
+from pipeline import config, ingest, table_example_gen
 from pipeline.settings import find_spans
 
 HASH_ABOVE = 100  # strings with more distinct values are hashed (TFDV lists no domain above this)
@@ -94,7 +94,7 @@ def read_dataset(files: list[Path], data_format: str) -> tuple[list[pa.RecordBat
         tables = [_read_table(path, data_format, types) for path in files]
     batches = []
     for table in tables:
-        batches.extend(example_gen.example_batch(b) for b in table.to_batches(max_chunksize=65_536))
+        batches.extend(table_example_gen.example_batch(b) for b in table.to_batches(max_chunksize=65_536))
     return batches, timestamps
 
 

@@ -11,7 +11,7 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
 from models import evaluation, features, preprocessing, training
-from pipeline import example_gen, guards
+from pipeline import guards, table_example_gen
 from pipeline.nodes import (
     ANOMALIES_GATE, BASELINE_RESOLVER, EVALUATOR, EXAMPLE_GEN, EXAMPLE_VALIDATOR, PUSHER, SCHEMA_GEN,
     STATISTICS_GEN, TRAINER, TRANSFORM, TUNER,
@@ -45,10 +45,10 @@ def _example_gen(settings: Settings):
         )
     if data.format == "tfrecord":
         return tfx.components.ImportExampleGen(**kwargs)
-    # CSV and Parquet: Arrow readers typed by the curated schema (see pipeline/example_gen.py).
+    # CSV and Parquet: Arrow readers typed by the curated schema (see pipeline/table_example_gen.py).
     return FileBasedExampleGen(
-        custom_executor_spec=executor_spec.BeamExecutorSpec(example_gen.TableExampleGenExecutor),
-        custom_config=example_gen.executor_config(data.format, settings.column_types),
+        custom_executor_spec=executor_spec.BeamExecutorSpec(table_example_gen.TableExampleGenExecutor),
+        custom_config=table_example_gen.executor_config(data.format, settings.column_types),
         **kwargs,
     )
 
@@ -72,7 +72,9 @@ def create_pipeline(settings: Settings, metadata_connection_config: metadata_sto
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     ).with_id(EXAMPLE_VALIDATOR)
     # ...and stop the run on any anomaly, where stock TFX would only set a flag and carry on.
-    anomalies_gate = guards.AnomaliesGate(anomalies=example_validator.outputs["anomalies"]).with_id(ANOMALIES_GATE)
+    anomalies_gate = guards.AnomaliesGate(
+        anomalies=example_validator.outputs["anomalies"], statistics=statistics_gen.outputs["statistics"]
+    ).with_id(ANOMALIES_GATE)
 
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],

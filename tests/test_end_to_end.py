@@ -1,6 +1,5 @@
 """The whole pipeline under LocalDagRunner in a temp folder, checked through MLMD and the pushed model."""
 
-import csv
 import json
 import socket
 import subprocess
@@ -179,39 +178,6 @@ def test_a_model_below_the_bar_is_not_pushed(two_runs):
     assert runs[-1][nodes.TRAINER].state == "CACHED"
     assert runs[-1][nodes.EVALUATOR].state == "COMPLETE"
     assert lineage.custom_property(runs[-1][nodes.PUSHER].output("pushed_model"), "pushed") == 0
-
-
-def _write_csv(folder: Path, mutate) -> Path:
-    folder.mkdir(parents=True)
-    with open(PROJECT_ROOT / "data" / "penguins.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    mutate(rows)
-    with open(folder / "penguins.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return folder
-
-
-def test_data_anomalies_stop_the_run_before_transform(tmp_path):
-    def break_units(rows):
-        for row in rows[:40]:
-            row["island"] = "Atlantis"
-            if row["body_mass_g"]:
-                row["body_mass_g"] = str(int(row["body_mass_g"]) // 1000)  # kg where grams were expected
-
-    data = _write_csv(tmp_path / "data", break_units)
-    output = tmp_path / "outputs"
-    result = run_tfxp("run", "--data", str(data), "--output", str(output), *FAST_RUN_ARGS)
-    assert result.code == 1
-    assert "data anomalies stopped the run before Transform" in result.stderr
-    assert "[train] island: Unexpected string values" in result.stderr
-    assert "[train] body_mass_g: Out-of-range values" in result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    assert "✗ AnomaliesGate" in result.stdout
-    _, runs = _runs(output)
-    assert nodes.TRANSFORM not in runs[-1] and nodes.TRAINER not in runs[-1]
-    assert not (output / "serving").exists()
 
 
 def test_missing_data_folder_is_one_clear_error(tmp_path):

@@ -67,11 +67,19 @@ def record_batches(path: str, data_format: str, column_types: Mapping[str, str])
 
 
 def serialized_examples(path: str, data_format: str, column_types: Mapping[str, str]) -> Iterator[bytes]:
-    """Every row of one file as a serialized tf.Example; missing values are absent features."""
+    """Every row of one file as a serialized tf.Example; a missing value is a feature with no values.
+
+    ExampleGen splits by a hash of these bytes, and tfx_bsl orders the feature map differently in
+    each process, so the bytes are re-serialized with sorted keys: a row lands in the same split
+    on every run.
+    """
+    from tensorflow.core.example import example_pb2
     from tfx_bsl.coders import example_coder
 
+    parse = example_pb2.Example.FromString
     for batch in record_batches(path, data_format, column_types):
-        yield from example_coder.RecordBatchToExamples(example_batch(batch))
+        for record in example_coder.RecordBatchToExamples(example_batch(batch)):
+            yield parse(record).SerializeToString(deterministic=True)
 
 
 def executor_config(data_format: str, column_types: Mapping[str, str]):
