@@ -134,6 +134,8 @@ def run(config_file, data, output, schema, span, tuner, tuner_trials, train_step
         summary = ingest.check_data(settings)
     except ingest.DataError as error:
         _fail(f"{error}\nNothing was run; {settings.paths.serving_root / settings.model_name} is untouched.", EXIT_BAD_INPUT)
+    except Exception as error:  # noqa: BLE001  (a reader bug must still read as one line, not a traceback)
+        _fail(f"could not read {settings.input_folder}: {type(error).__name__}: {error}\nNothing was run.", EXIT_FAILED)
     span_text = f"span {settings.span}, " if settings.span is not None else ""
     console.print(f"Checked {span_text}{len(summary.files)} file(s), {summary.rows} rows in {summary.folder}")
 

@@ -257,7 +257,7 @@ def _check_parquet(files: list[Path], settings: Settings) -> int:
         if table.num_rows == 0:
             raise DataError(f"{path} has no rows")
         for name in table.column_names:
-            column = table.column(name)
+            column = table.column(name).combine_chunks()
             stored = arrow_kind(column.type)
             expected = types[name]
             if stored is None or (stored != expected and not (stored == "INT" and expected == "FLOAT")):

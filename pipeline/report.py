@@ -103,7 +103,7 @@ def build_report(settings: Settings) -> RunReport:
     blessed = lineage.custom_property(blessing, "blessed") == 1
     pushed = lineage.custom_property(pushed_model, "pushed") == 1
     trained_on = [
-        f"{a.type}: {a.uri}" + (f" (span {a.properties['span'].int_value})" if "span" in a.properties else "")
+        f"{a.type}: {a.uri}" + (f" (span {span})" if (span := lineage.custom_property(a, "span")) is not None else "")
         for a in lineage.upstream_artifacts(store, model.id)
         if a.type in ("Examples", "Schema", "HyperParameters", "TransformGraph")
     ]

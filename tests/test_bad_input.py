@@ -192,6 +192,34 @@ def test_nan_and_inf(project, value):
     assert f"Error: {path}, line 3, column 'bill_length_mm': {value} is not a finite number" in message
 
 
+def _write_parquet(project: Path, **columns) -> Path:
+    """Penguins as Parquet, with some columns replaced, and the project switched to Parquet."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    table = pa_csv.read_csv(_data(project))
+    for name, values in columns.items():
+        table = table.set_column(table.column_names.index(name), name, pa.array(values))
+    _data(project).unlink()
+    pq.write_table(table, _data(project, "penguins.parquet"))
+    toml = project / config.CONFIG_FILE
+    toml.write_text(toml.read_text().replace('format = "csv"', 'format = "parquet"'))
+    return _data(project, "penguins.parquet")
+
+
+def test_nan_in_a_parquet_float_column(project):
+    lengths = [39.1] * 344
+    lengths[99] = float("nan")
+    path = _write_parquet(project, bill_length_mm=lengths)
+    assert f"Error: {path}, row 100, column 'bill_length_mm': nan is not a finite number" in _run(project)
+
+
+def test_parquet_column_stored_with_another_type_than_the_schema(project):
+    path = _write_parquet(project, body_mass_g=[f"{i} g" for i in range(344)])
+    assert f"Error: {path}, column 'body_mass_g': stored as string, but the schema says INT" in _run(project)
+
+
 # ---------------------------------------------------------------- header and label
 
 
