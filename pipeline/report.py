@@ -61,6 +61,9 @@ def read_metrics(evaluation_uri: str, reported: dict[str, str]) -> tuple[dict[st
     return slices, changes
 
 
+METRIC_NAMES = {m.key: m.name for metrics in evaluation.METRICS.values() for m in metrics}  # TFMA key → project name
+
+
 def failed_thresholds(evaluation_uri: str) -> list[str]:
     """One line per metric threshold the candidate missed, from TFMA's validation result."""
     result = tfma.load_validation_result(evaluation_uri)
@@ -68,7 +71,8 @@ def failed_thresholds(evaluation_uri: str) -> list[str]:
     for per_slice in result.metric_validations_per_slice:
         for failure in per_slice.failures:
             key = failure.metric_key
-            what = f"change in {key.name} vs baseline" if key.is_diff else key.name
+            name = METRIC_NAMES.get(key.name, key.name)
+            what = f"change in {name} vs baseline" if key.is_diff else name
             reasons.append(
                 f"{_slice_name(per_slice.slice_key)}: {what} = {failure.metric_value.double_value.value:.4f} "
                 f"misses {_threshold_text(failure.metric_threshold)}"
