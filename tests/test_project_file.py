@@ -1,0 +1,127 @@
+"""The project file: parsed once into typed settings, overridden by flags, and wired into the right ExampleGen."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from ml_metadata.proto import metadata_store_pb2
+
+from models.features import Problem
+from pipeline import config, ingest, nodes, settings, table_example_gen
+from pipeline.wiring import create_pipeline
+from tests.datasets import PROJECT_ROOT
+
+MINIMAL = """
+model_name = "penguins"
+[label]
+column = "species"
+"""
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A project folder with the penguins schema and data, and a minimal project file."""
+    shutil.copytree(PROJECT_ROOT / "schema", tmp_path / "schema")
+    shutil.copytree(PROJECT_ROOT / "data", tmp_path / "data")
+    (tmp_path / config.CONFIG_FILE).write_text(MINIMAL)
+    return tmp_path
+
+
+def _load(project: Path, **overrides) -> config.Project:
+    return config.load_project(project / config.CONFIG_FILE, overrides)
+
+
+def test_minimal_file_gets_sensible_defaults_and_an_inferred_problem(project):
+    resolved = settings.resolve(_load(project), project)
+    assert resolved.declarations.label.problem is Problem.MULTICLASS  # species has a string domain of 3
+    assert resolved.gate == settings.evaluation.Gate("accuracy", 0.7, 0.02)
+    assert resolved.paths.data_root == project / "data"
+    assert resolved.paths.output_root == project / "outputs"
+    assert resolved.span is None and resolved.spans == ()
+
+
+def test_flags_override_the_file(project):
+    loaded = _load(project, **{"training.tuner": False, "evaluation.threshold": 0.9, "output": str(project / "elsewhere")})
+    assert loaded.training.tuner is False
+    assert loaded.evaluation.threshold == 0.9
+    assert settings.resolve(loaded, project).paths.output_root == project / "elsewhere"
+
+
+@pytest.mark.parametrize("text, message", [
+    (MINIMAL + "\n[training]\ntrain_step = 10\n", "[training] train_step: is not a known setting"),
+    ('model_name = "penguins"\n', "label: is required"),
+    (MINIMAL + "\n[split]\neval_fraction = 1.5\n", "[split] eval_fraction: Input should be less than 1"),
+    (MINIMAL + "\n[data]\nformat = \"xlsx\"\n", "[data] format: Input should be 'csv', 'parquet' or 'tfrecord'"),
+    (MINIMAL.replace('"penguins"', '"../escape"'), "model_name: String should match pattern"),
+    ("model_name = \n", "is not valid TOML"),
+])
+def test_bad_project_files_are_one_line_naming_the_setting(project, text, message):
+    (project / config.CONFIG_FILE).write_text(text)
+    with pytest.raises(config.ConfigError) as error:
+        _load(project)
+    assert message in str(error.value)
+    assert str(project / config.CONFIG_FILE) in str(error.value)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('\n[evaluation]\nslices = ["colony"]\n', "[evaluation] slices names column 'colony', which is not in"),
+    ('\n[evaluation]\nmetric = "rmse"\n', "metric 'rmse' does not apply to multiclass problems"),
+    ('\n[label]\ncolumn = "body_mass_g"\nproblem = "binary"\n', None),
+])
+def test_settings_that_contradict_the_schema_are_refused(project, extra, message):
+    text = MINIMAL + extra if "[label]" not in extra else 'model_name = "penguins"\n' + extra
+    (project / config.CONFIG_FILE).write_text(text)
+    with pytest.raises(config.ConfigError) as error:
+        settings.resolve(_load(project), project)
+    assert (message or "a binary label needs exactly 2 classes") in str(error.value)
+
+
+def test_spans_default_to_the_newest_and_a_missing_span_is_named(project):
+    data = project / "data"
+    for span in (1, 3):
+        (data / f"span-{span}").mkdir()
+        shutil.copy(data / "penguins.csv", data / f"span-{span}" / "penguins.csv")
+    resolved = settings.resolve(_load(project), project)
+    assert (resolved.spans, resolved.span, resolved.input_folder) == ((1, 3), 3, data / "span-3")
+    assert settings.resolve(_load(project), project, span=1).input_folder == data / "span-1"
+    with pytest.raises(config.ConfigError, match=r"--span 2: there is no folder .*span-2 \(spans present: 1, 3\)"):
+        settings.resolve(_load(project), project, span=2)
+
+
+def _components(resolved: settings.Settings) -> dict:
+    connection = metadata_store_pb2.ConnectionConfig()
+    return {c.id: c for c in create_pipeline(resolved, connection).components}
+
+
+def test_spans_are_read_through_range_config(project):
+    data = project / "data"
+    (data / "span-4").mkdir()
+    shutil.copy(data / "penguins.csv", data / "span-4" / "penguins.csv")
+    example_gen = _components(settings.resolve(_load(project), project))[nodes.EXAMPLE_GEN]
+    assert '"pattern": "span-{SPAN}/*.csv"' in example_gen.exec_properties["input_config"]
+    assert '"start_span_number": 4' in example_gen.exec_properties["range_config"]
+
+
+def test_tfrecord_data_goes_through_import_example_gen(project):
+    records = table_example_gen.serialized_examples(
+        str(project / "data" / "penguins.csv"), "csv", settings.resolve(_load(project), project).column_types
+    )
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(project / "data" / "penguins.tfrecord.gz"), options="GZIP") as writer:
+        for record in records:
+            writer.write(record)
+    (project / "data" / "penguins.csv").unlink()
+    resolved = settings.resolve(_load(project, **{"data.format": "tfrecord"}), project)
+    assert ingest.check_data(resolved).rows == 344
+    example_gen = _components(resolved)[nodes.EXAMPLE_GEN]
+    assert type(example_gen).__name__ == "ImportExampleGen"
+    assert '"pattern": "*.tfrecord*"' in example_gen.exec_properties["input_config"]
+
+
+def test_csv_goes_through_the_arrow_executor_typed_by_the_schema(project):
+    example_gen = _components(settings.resolve(_load(project), project))[nodes.EXAMPLE_GEN]
+    assert example_gen.executor_spec.executor_class is table_example_gen.TableExampleGenExecutor
+    assert '"body_mass_g": "INT"' in example_gen.exec_properties["custom_config"].replace('\\"', '"')
