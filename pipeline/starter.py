@@ -58,10 +58,8 @@ def _read_table(path: Path, data_format: str, column_types: dict | None = None) 
             return pq.read_table(path)
         return pa_csv.read_csv(
             path,
-            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-            convert_options=pa_csv.ConvertOptions(
-                column_types=column_types or {}, null_values=[""], strings_can_be_null=True
-            ),
+            parse_options=table_example_gen.CSV_PARSE,
+            convert_options=table_example_gen.csv_convert_options(column_types or {}),
         )
     except (pa.ArrowInvalid, OSError) as error:
         raise InitError(f"cannot read {path}: {error}") from None

@@ -48,6 +48,18 @@ def example_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([as_list_array(to_example_type(c)) for c in batch.columns], batch.schema.names)
 
 
+CSV_PARSE = pa_csv.ParseOptions(newlines_in_values=True)  # quoted newlines belong to their field
+
+
+def csv_convert_options(column_types: Mapping[str, pa.DataType]) -> pa_csv.ConvertOptions:
+    """How CSV text becomes typed Arrow columns, for `tfxp init` and ExampleGen alike."""
+    return pa_csv.ConvertOptions(
+        column_types=dict(column_types),
+        null_values=[""],  # only an empty field is missing; "NA" may be a real category
+        strings_can_be_null=True,
+    )
+
+
 def record_batches(path: str, data_format: str, column_types: Mapping[str, str]) -> Iterator[pa.RecordBatch]:
     """Arrow batches of one CSV or Parquet file, CSV columns typed by the schema."""
     if data_format == "parquet":
@@ -56,12 +68,8 @@ def record_batches(path: str, data_format: str, column_types: Mapping[str, str])
     reader = pa_csv.open_csv(
         path,
         read_options=pa_csv.ReadOptions(block_size=1 << 22),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-        convert_options=pa_csv.ConvertOptions(
-            column_types={name: ARROW_TYPES[kind] for name, kind in column_types.items()},
-            null_values=[""],  # only an empty field is missing; "NA" may be a real category
-            strings_can_be_null=True,
-        ),
+        parse_options=CSV_PARSE,
+        convert_options=csv_convert_options({name: ARROW_TYPES[kind] for name, kind in column_types.items()}),
     )
     yield from reader
 
