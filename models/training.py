@@ -88,6 +88,7 @@ def fit(
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Trains with the Tuner's best hyperparameters (or the defaults) and exports for serving."""
+    network.skip_autograph_for_keras()
     keras.utils.set_random_seed(SEED)
     declarations = features.from_custom_config(fn_args.custom_config)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
@@ -108,6 +109,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
 def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     """A small random search over the shared search space, scored on the eval split."""
+    network.skip_autograph_for_keras()
     keras.utils.set_random_seed(SEED)
     declarations = features.from_custom_config(fn_args.custom_config)
     label = declarations.label
