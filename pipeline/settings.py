@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib.util
 import re
 from pathlib import Path
 
@@ -61,6 +63,7 @@ class Settings:
     span: int | None = None  # the span this run reads
     beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
     enable_cache: bool = True
+    preprocessing_digest: str = ""  # of the code Transform runs: its cache key, so model-only edits reuse it
 
     @property
     def pipeline_name(self) -> str:
@@ -81,6 +84,17 @@ class Settings:
     def input_folder(self) -> Path:
         """The folder this run's files are in: the span's folder, or the data folder."""
         return self.paths.data_root / f"span-{self.span}" if self.span is not None else self.paths.data_root
+
+
+PREPROCESSING_MODULES = ("models.preprocessing", "models.features")  # the code Transform runs
+
+
+def source_digest(module_names: tuple[str, ...]) -> str:
+    """A short hash of the modules' source files, found without importing them (TensorFlow)."""
+    digest = hashlib.sha256()
+    for name in module_names:
+        digest.update(Path(importlib.util.find_spec(name).origin).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def load_schema(path: Path) -> schema_pb2.Schema:
@@ -204,4 +218,5 @@ def resolve(
         span=span,
         beam_args=tuple(beam_args) or DEFAULT_BEAM_ARGS,
         enable_cache=enable_cache,
+        preprocessing_digest=source_digest(PREPROCESSING_MODULES),
     )

@@ -19,6 +19,7 @@ from pipeline.nodes import (
 from pipeline.settings import Settings
 
 SPLIT_BUCKETS = 100  # hash buckets ExampleGen divides between train and eval
+PREPROCESSING_DIGEST = "preprocessing_digest"  # Transform custom_config key
 
 
 def _module_file(fn) -> str:
@@ -76,11 +77,17 @@ def create_pipeline(settings: Settings, metadata_connection_config: metadata_sto
         anomalies=example_validator.outputs["anomalies"], statistics=statistics_gen.outputs["statistics"]
     ).with_id(ANOMALIES_GATE)
 
+    # Imported by name, not packaged like the training code, so an edit to the network alone keeps
+    # Transform cached; the digest of preprocessing.py and features.py invalidates it when they change.
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
-        module_file=_module_file(preprocessing.preprocessing_fn),
-        custom_config=declared,
+        preprocessing_fn=f"{preprocessing.__name__}.{preprocessing.preprocessing_fn.__name__}",
+        custom_config={**declared, PREPROCESSING_DIGEST: settings.preprocessing_digest},
+        # StatisticsGen and ExampleValidator already profiled and checked the raw data.
+        disable_statistics=True,
+        disable_analyzer_cache=True,
+        force_tf_compat_v1=True,
     ).with_id(TRANSFORM)
     transform.add_upstream_node(anomalies_gate)
 
