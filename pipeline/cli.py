@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import shutil
 import subprocess
@@ -127,6 +128,8 @@ def run(config_file, data, output, schema, span, tuner, tuner_trials, train_step
     how = "from the project file" if settings.project.label.problem else \
         f"inferred: {features.infer_problem(_schema_feature(settings, label.name), settings.schema)[1]}"
     console.print(f"Project [bold]{escape(settings.model_name)}[/]: {label.problem.value} on '{escape(label.name)}' ({escape(how)})")
+    if settings.enable_cache:
+        _replay_if_unchanged(settings, console)
 
     from pipeline import ingest
 
@@ -151,6 +154,21 @@ def run(config_file, data, output, schema, span, tuner, tuner_trials, train_step
     sys.exit(code)
 
 
+def _replay_if_unchanged(settings: settings_module.Settings, console: Console) -> None:
+    """Shows the last run's summary and exits when nothing it depended on has changed."""
+    from pipeline import report, rerun
+
+    recorded = rerun.unchanged_since(settings)
+    if recorded is None:
+        return
+    console.print(f"Nothing changed since the run that finished at {recorded.finished_at}: same data files, schema, "
+                  "settings and code, and no run since. TFX would reuse every result, so nothing was run. "
+                  "Pass --no-cache to run anyway.\n")
+    summary = report.RunReport(**recorded.report).replayed()
+    report.render(summary, settings, console)
+    sys.exit(0 if summary.blessed else EXIT_NOT_BLESSED)
+
+
 def _schema_feature(settings: settings_module.Settings, name: str):
     """The schema entry of one column."""
     return next(f for f in settings.schema.feature if f.name == name)
@@ -162,7 +180,7 @@ def _run_and_report(settings: settings_module.Settings, out: Console, err: Conso
         warnings.simplefilter("default")
     else:
         warnings.simplefilter("ignore")  # library deprecation chatter; the log keeps real errors
-    from pipeline import guards, report, runner  # heavy imports, after the cheap checks
+    from pipeline import guards, report, rerun, runner  # heavy imports, after the cheap checks
 
     out.print(f"Running pipeline [bold]{settings.pipeline_name}[/] on {settings.paths.data_root}")
     if log_path:
@@ -181,6 +199,7 @@ def _run_and_report(settings: settings_module.Settings, out: Console, err: Conso
     out.print(f"Pipeline finished in {sum(t.seconds for t in timings):.1f} s.\n")
     summary = report.build_report(settings)
     report.render(summary, settings, out)
+    rerun.record(settings, dataclasses.asdict(summary), f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}")
     return 0 if summary.blessed else EXIT_NOT_BLESSED
 
 

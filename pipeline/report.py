@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import tensorflow_model_analysis as tfma
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -33,6 +32,10 @@ class RunReport:
     trained_on: list[str]  # "Type: uri" lines tracing the model back to its data
     states: dict[str, str]  # node id → COMPLETE / CACHED
 
+    def replayed(self) -> "RunReport":
+        """The same summary for a rerun that reused every execution."""
+        return dataclasses.replace(self, states={node: "CACHED" for node in self.states})
+
 
 def _slice_name(slice_key) -> str:
     """'Overall' or 'feature=value' for a TFMA SliceKey proto."""
@@ -45,6 +48,8 @@ def _slice_name(slice_key) -> str:
 
 def read_metrics(evaluation_uri: str, reported: dict[str, str]) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """Candidate metrics per slice, and overall changes against the baseline, from TFMA's output."""
+    import tensorflow_model_analysis as tfma  # seconds to import; a replayed summary does not need it
+
     slices: dict[str, dict[str, float]] = {}
     changes: dict[str, float] = {}
     for metrics in tfma.load_metrics(evaluation_uri):
@@ -66,6 +71,8 @@ METRIC_NAMES = {m.key: m.name for metrics in evaluation.METRICS.values() for m i
 
 def failed_thresholds(evaluation_uri: str) -> list[str]:
     """One line per metric threshold the candidate missed, from TFMA's validation result."""
+    import tensorflow_model_analysis as tfma
+
     result = tfma.load_validation_result(evaluation_uri)
     reasons = []
     for per_slice in result.metric_validations_per_slice:

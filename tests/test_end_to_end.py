@@ -12,7 +12,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from models import features
-from pipeline import lineage, nodes
+from pipeline import lineage, nodes, rerun
 from tests.conftest import FAST_RUN_ARGS, PROJECT_ROOT, run_tfxp
 
 LABEL = "species"  # the penguins project's label, as tfxp.toml names it
@@ -39,14 +39,28 @@ def test_first_run_executes_every_component_once(two_runs):
     assert {node: ex.state for node, ex in first.items()} == {node: "COMPLETE" for node in ALL_NODES}
 
 
-def test_second_run_is_served_from_cache_and_pushes_nothing(two_runs):
+def test_unchanged_rerun_answers_from_the_record_and_pushes_nothing(two_runs):
     _, runs = _runs(two_runs.output)
-    second = runs[1]
-    resolver_free = ALL_NODES - {nodes.BASELINE_RESOLVER}
-    assert {node: second[node].state for node in resolver_free} == {node: "CACHED" for node in resolver_free}
-    assert second[nodes.TRAINER].output("model").id == runs[0][nodes.TRAINER].output("model").id
+    assert len(runs) == 1  # TFX was not started: no second pipeline run in MLMD
     assert len(_versions(two_runs.output)) == 1
-    assert "nothing new was pushed" in two_runs.second.stdout
+    out = " ".join(two_runs.second.stdout.split())
+    assert "Nothing changed since the run that finished at" in out
+    assert "nothing new was pushed" in out and "Overall" in out and "Blessed" in out  # the recorded summary
+    assert "✓" not in out
+
+
+def test_without_the_record_an_unchanged_rerun_is_all_tfx_cache(two_runs):
+    (two_runs.output / rerun.RECORD_FILE).unlink()
+    result = run_tfxp("run", "--output", str(two_runs.output), *FAST_RUN_ARGS)
+    assert result.code == 0, result.stderr
+    _, runs = _runs(two_runs.output)
+    latest = runs[-1]
+    resolver_free = ALL_NODES - {nodes.BASELINE_RESOLVER}
+    assert {node: latest[node].state for node in resolver_free} == {node: "CACHED" for node in resolver_free}
+    assert latest[nodes.TRAINER].output("model").id == runs[0][nodes.TRAINER].output("model").id
+    assert len(_versions(two_runs.output)) == 1
+    assert "nothing new was pushed" in result.stdout
+    assert (two_runs.output / rerun.RECORD_FILE).is_file()  # recorded again for the next rerun
 
 
 def test_run_shows_progress_and_a_summary(two_runs):
