@@ -12,7 +12,7 @@ from models.features import OUTPUT_NAMES, Label, Problem
 
 ONE_HOT_LIMIT = 64  # categories up to this many are one-hot; more get an embedding
 EMBEDDING_L2 = 3e-2
-STEPS_PER_EXECUTION = 1  # training steps per call into the graph; `make bench` measures 1 against 10
+STEPS_PER_EXECUTION = 10  # training steps per call into the graph: Trainer input 0.60 → 0.93 of in-memory (make bench)
 
 
 @dataclasses.dataclass(frozen=True)
