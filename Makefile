@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 READY := $(VENV)/.ready
 
-.PHONY: setup run test clean help
+.PHONY: setup run test bench clean help
 .DEFAULT_GOAL := help
 
 help: ## Show these targets
@@ -25,6 +25,9 @@ run: $(READY) ## Run the whole pipeline on data/ and push a blessed model to out
 
 test: $(READY) ## Run the unit and end-to-end tests
 	$(VENV)/bin/python -m pytest tests
+
+bench: $(READY) ## Time the pipeline against a plain Keras script (about 15 min); writes bench/RESULTS.md
+	$(VENV)/bin/python -m bench
 
 clean: ## Delete pipeline outputs (outputs/); keeps .venv
 	rm -rf outputs
