@@ -43,7 +43,7 @@ WHY = {
     nodes.TUNER: "trains one model per trial",
 }
 CODE_COPY = WORK / "src"  # models/ and pipeline/ copied, so the rerun section can edit the model code
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 
 def step(message: str) -> None:
