@@ -14,7 +14,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from models import evaluation, features
 from pipeline.config import ConfigError, Project
 
-# Measured on a 2-core machine: in_memory beats multi_processing on small data (see README).
+# Measured by `make bench` (bench/RESULTS.md §4): in_memory beats multi_processing with 2 workers on 2 cores.
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 SPAN_FOLDER = re.compile(r"^span-(\d+)$")
 DEFAULT_THRESHOLDS = {"accuracy": 0.7, "auc": 0.7}  # higher-is-better gates; error metrics need a stated bound
