@@ -7,6 +7,7 @@ bench/work/, which each run clears.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import json
@@ -204,7 +205,10 @@ def render(results: dict) -> None:
 
 def main() -> None:
     """Runs every section and writes bench/results.json and bench/RESULTS.md (`--render`: only the latter)."""
-    if sys.argv[1:] == ["--render"]:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite RESULTS.md from bench/results.json (after editing the template)")
+    if parser.parse_args().render:
         render(json.loads((BENCH / "results.json").read_text()))
         return
     started = time.perf_counter()
