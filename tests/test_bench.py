@@ -19,11 +19,13 @@ from tests.datasets import PENGUINS_CSV, PROJECT_ROOT
 
 @pytest.fixture(scope="module")
 def real() -> pd.DataFrame:
+    """The shipped penguins table."""
     return pd.read_csv(PENGUINS_CSV)
 
 
 @pytest.fixture(scope="module")
 def synthetic() -> pd.DataFrame:
+    """20,000 generated penguins with the default seed."""
     return generate.generate(20_000)
 
 
