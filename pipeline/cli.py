@@ -113,7 +113,7 @@ def init(data, label, data_format, problem, model_name, project_dir, exclude, fo
               help="Bound the gate metric must meet to bless a model, instead of [evaluation] threshold.")
 @click.option("--beam-arg", "beam_args", multiple=True, metavar="ARG",
               help=f"Beam pipeline argument, repeatable. Default: {' '.join(settings_module.DEFAULT_BEAM_ARGS)}")
-@click.option("--no-cache", is_flag=True, help="Re-execute every component even if its inputs are unchanged.")
+@click.option("--no-cache", is_flag=True, help="Re-execute every component even if nothing changed since the last run.")
 @click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow, Beam and TFX logs in the terminal.")
 def run(config_file, data, output, schema, span, tuner, tuner_trials, train_steps, threshold, beam_args, no_cache, verbose):
     """Run the whole pipeline: check, validate, transform, tune, train, evaluate, and push if blessed."""

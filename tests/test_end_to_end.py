@@ -192,6 +192,11 @@ def test_a_model_below_the_bar_is_not_pushed(two_runs):
     assert runs[-1][nodes.TRAINER].state == "CACHED"
     assert runs[-1][nodes.EVALUATOR].state == "COMPLETE"
     assert lineage.custom_property(runs[-1][nodes.PUSHER].output("pushed_model"), "pushed") == 0
+    again = run_tfxp("run", "--output", str(two_runs.output), *FAST_RUN_ARGS, "--threshold", "1.0")
+    assert again.code == 3  # the unchanged rerun replays the verdict too
+    replayed = " ".join(again.stdout.split())
+    assert "Nothing changed since the run" in replayed and "Not blessed: Overall: accuracy = 0.9" in replayed
+    assert len(_runs(two_runs.output)[1]) == len(runs)
 
 
 def test_missing_data_folder_is_one_clear_error(tmp_path):
