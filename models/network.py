@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 
 import keras_tuner
@@ -12,7 +13,7 @@ from models.features import OUTPUT_NAMES, Label, Problem
 
 ONE_HOT_LIMIT = 64  # categories up to this many are one-hot; more get an embedding
 EMBEDDING_L2 = 3e-2
-STEPS_PER_EXECUTION = 10  # training steps per call into the graph: Trainer input 0.60 → 0.93 of in-memory (make bench)
+STEPS_PER_EXECUTION = 10  # training steps per graph call: tf.data-fed training 44k → 54k examples/s (bench/RESULTS.md §5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +38,11 @@ def skip_autograph_for_keras() -> None:
     TensorFlow exempts the `keras` package from AutoGraph, but not `tf_keras`, its Keras 2 copy;
     Keras's training code is graph-safe without conversion, as it was under the old name.
     """
-    from tensorflow.python.autograph.core import config, config_lib  # no public switch exists
-
+    try:
+        from tensorflow.python.autograph.core import config, config_lib  # no public switch exists
+    except ImportError:  # a TensorFlow that moved it: training is only slower to start
+        logging.warning("AutoGraph's conversion rules were not found; tf_keras code will be converted")
+        return
     if not any(isinstance(r, config_lib.DoNotConvert) and r.matches("tf_keras") for r in config.CONVERSION_RULES):
         config.CONVERSION_RULES = (config_lib.DoNotConvert("tf_keras"), *config.CONVERSION_RULES)
 

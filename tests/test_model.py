@@ -93,3 +93,14 @@ def test_tuned_values_override_the_defaults():
     assert (hp.get("hidden_layers"), hp.get("hidden_units"), hp.get("learning_rate")) == (3, 32, 3e-3)
     model = network.build_model(hp, INPUTS, MULTICLASS)
     assert sum(isinstance(layer, tf.keras.layers.Dense) for layer in model.layers) == 4  # 3 hidden + output
+
+
+def test_autograph_leaves_tf_keras_code_alone_once_told():
+    import tf_keras as keras
+    from tensorflow.python.autograph.core import config
+    from tensorflow.python.autograph.impl import conversion
+
+    network.skip_autograph_for_keras()
+    network.skip_autograph_for_keras()  # idempotent: one rule, however often training starts
+    assert conversion.is_allowlisted(keras.layers.Dense.call)
+    assert sum(rule.matches("tf_keras") for rule in config.CONVERSION_RULES) == 1
