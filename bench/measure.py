@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import lineage
+from pipeline import lineage, rerun
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
@@ -62,7 +62,7 @@ class ComponentRun:
 def components(output: Path) -> dict[str, ComponentRun]:
     """Each component of the newest run in `output`, with its execution time from MLMD."""
     store = lineage.open_store(str(output / "metadata.sqlite"))
-    executions = lineage.run_executions(store, lineage.pipeline_runs(store)[-1])
+    executions = lineage.latest_run_executions(store)
     return {
         node: ComponentRun(
             (e.execution.last_update_time_since_epoch - e.execution.create_time_since_epoch) / 1000, e.state
@@ -71,15 +71,9 @@ def components(output: Path) -> dict[str, ComponentRun]:
     }
 
 
-def run_count(output: Path) -> int:
-    """How many pipeline runs the MLMD store in `output` has recorded."""
-    return len(lineage.pipeline_runs(lineage.open_store(str(output / "metadata.sqlite"))))
-
-
 def serving_versions(output: Path, model_name: str = "penguins") -> list[str]:
-    """Model versions in the serving folder."""
-    folder = output / "serving" / model_name
-    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    """Model versions in the serving folder of a `tfxp run --output` folder."""
+    return rerun.serving_versions(output / "serving" / model_name)
 
 
 def machine() -> dict:

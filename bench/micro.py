@@ -32,7 +32,7 @@ LATENCY_CALLS, WARM_CALLS = 300, 20
 def _latest(output: Path) -> tuple[object, dict[str, lineage.NodeExecution]]:
     """The MLMD store and the newest run's executions."""
     store = lineage.open_store(str(output / "metadata.sqlite"))
-    return store, lineage.run_executions(store, lineage.pipeline_runs(store)[-1])
+    return store, lineage.latest_run_executions(store)
 
 
 def _artifact(store, mlmd_artifact):

@@ -84,6 +84,11 @@ def run_executions(store: metadata_store.MetadataStore, run: metadata_store_pb2.
     }
 
 
+def latest_run_executions(store: metadata_store.MetadataStore) -> dict[str, NodeExecution]:
+    """Each component's execution in the newest recorded run."""
+    return run_executions(store, pipeline_runs(store)[-1])
+
+
 def upstream_artifacts(store: metadata_store.MetadataStore, artifact_id: int) -> list[metadata_store_pb2.Artifact]:
     """Every artifact that `artifact_id` was derived from, following MLMD events back to the data."""
     types = {t.id: t.name for t in store.get_artifact_types()}

@@ -105,7 +105,7 @@ def _threshold_text(threshold) -> str:
 def build_report(settings: Settings) -> RunReport:
     """Reads the newest run's executions and artifacts from MLMD into a RunReport."""
     store = lineage.open_store(str(settings.paths.metadata_path))
-    executions = lineage.run_executions(store, lineage.pipeline_runs(store)[-1])
+    executions = lineage.latest_run_executions(store)
     evaluation_artifact = executions[nodes.EVALUATOR].output("evaluation")
     blessing = executions[nodes.EVALUATOR].output("blessing")
     pushed_model = executions[nodes.PUSHER].output("pushed_model")

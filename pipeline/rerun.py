@@ -53,9 +53,8 @@ def _store_state(metadata_path: Path) -> list[int]:
         connection.close()
 
 
-def _serving_versions(settings: Settings) -> list[str]:
-    """The model versions in the serving folder."""
-    folder = settings.paths.serving_root / settings.model_name
+def serving_versions(folder: Path) -> list[str]:
+    """The model versions in a model's serving folder."""
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
@@ -70,7 +69,7 @@ def fingerprint(settings: Settings) -> str:
         "data": _data_files(settings.input_folder),
         "tfx": importlib.metadata.version("tfx"),
         "store": _store_state(settings.paths.metadata_path),
-        "serving": _serving_versions(settings),
+        "serving": serving_versions(settings.paths.serving_root / settings.model_name),
     }
     digest.update(json.dumps(parts, sort_keys=True, default=str).encode())
     for path in _code_files():
