@@ -3,11 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 READY := $(VENV)/.ready
 
-.PHONY: setup run test bench clean help
+.PHONY: setup run test test-fast bench clean help
 .DEFAULT_GOAL := help
 
 help: ## Show these targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 setup: $(READY) ## Create .venv and install the pinned stack from requirements.lock (no resolution)
 
@@ -25,6 +25,9 @@ run: $(READY) ## Run the whole pipeline on data/ and push a blessed model to out
 
 test: $(READY) ## Run the unit and end-to-end tests
 	$(VENV)/bin/python -m pytest tests
+
+test-fast: $(READY) ## Run the tests that start no pipeline (under 2 minutes)
+	$(VENV)/bin/python -m pytest tests -m "not pipeline"
 
 bench: $(READY) ## Time the pipeline against a plain Keras script (about 15 min); writes bench/RESULTS.md
 	$(VENV)/bin/python -m bench

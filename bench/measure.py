@@ -61,7 +61,7 @@ class ComponentRun:
 
 def components(output: Path) -> dict[str, ComponentRun]:
     """Each component of the newest run in `output`, with its execution time from MLMD."""
-    store = lineage.open_store(str(output / "metadata.sqlite"))
+    store = lineage.open_store(output)
     executions = lineage.latest_run_executions(store)
     return {
         node: ComponentRun(

@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import models  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -21,17 +20,19 @@ from tfx.components.util import tfxio_utils
 from tfx.types import artifact_utils
 from tfx_bsl.public import tfxio
 
+import models  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+from bench.measure import PROJECT_ROOT
 from models import hyperparameters, network, training
-from pipeline import config, lineage, nodes, settings as settings_module
+from pipeline import config, lineage, nodes
+from pipeline import settings as settings_module
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WARM_STEPS, TIMED_STEPS, ROUNDS = 50, 2000, 3
 LATENCY_CALLS, WARM_CALLS = 300, 20
 
 
 def _latest(output: Path) -> tuple[object, dict[str, lineage.NodeExecution]]:
     """The MLMD store and the newest run's executions."""
-    store = lineage.open_store(str(output / "metadata.sqlite"))
+    store = lineage.open_store(output)
     return store, lineage.latest_run_executions(store)
 
 

@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from models import hyperparameters, network  # noqa: E402  (the pipeline's network and search space)
+from models import encodings, hyperparameters, network  # noqa: E402  (the pipeline's network and search space)
 from models.features import Label, Problem  # noqa: E402
 
 LABEL = "species"
@@ -54,10 +54,10 @@ class Encoder:
         self.vocab = {c: sorted(train[c].astype(str).where(train[c].notna(), MISSING).unique()) for c in CATEGORICAL}
         self.classes = sorted(train[LABEL].unique())
 
-    def inputs(self) -> list[network.ModelInput]:
+    def inputs(self) -> list[encodings.ModelInput]:
         """The network's inputs: each measurement and its missing flag, each category with an OOV slot."""
-        return [network.ModelInput(name) for c in NUMERIC for name in (c, f"{c}_missing")] + [
-            network.ModelInput(c, len(self.vocab[c]) + 1) for c in CATEGORICAL
+        return [encodings.ModelInput(name) for c in NUMERIC for name in (c, f"{c}_missing")] + [
+            encodings.ModelInput(c, len(self.vocab[c]) + 1) for c in CATEGORICAL
         ]
 
     def encode(self, table: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray]:

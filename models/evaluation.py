@@ -38,6 +38,8 @@ METRICS: dict[Problem, tuple[Metric, ...]] = {
     ),
 }
 DEFAULT_GATE_METRIC = {Problem.MULTICLASS: "accuracy", Problem.BINARY: "auc", Problem.REGRESSION: "rmse"}
+DEFAULT_THRESHOLDS = {"accuracy": 0.7, "auc": 0.7}  # higher-is-better gates; error metrics need a stated bound
+DEFAULT_MAX_REGRESSION = 0.02  # how much worse than the last blessed model a candidate may be, in the metric's units
 EXAMPLE_COUNT = "example_count"
 
 

@@ -10,17 +10,13 @@ import dataclasses
 import enum
 import json
 from collections.abc import Mapping, Sequence
+from typing import Annotated
 
+import annotated_types
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-
-class Encoding(str, enum.Enum):
-    """How a raw column becomes model inputs."""
-
-    NUMERIC = "numeric"  # z-scored, missing imputed with the mean, plus a missing indicator if optional
-    VOCABULARY = "vocabulary"  # vocabulary (capped at `buckets` entries when set) with one OOV bucket
-    HASHED = "hashed"  # hashed into `buckets` buckets, for high-cardinality strings
-    TIMESTAMP = "timestamp"  # hour, day of week and month of an ISO-8601 string or Unix seconds
+from models import encodings
+from models.encodings import Encoding, transformed_name
 
 
 class Problem(str, enum.Enum):
@@ -33,8 +29,6 @@ class Problem(str, enum.Enum):
 
 # The Keras output each problem type exports, which serving returns and TFMA scores.
 OUTPUT_NAMES = {Problem.MULTICLASS: "probabilities", Problem.BINARY: "probability", Problem.REGRESSION: "prediction"}
-OOV_BUCKETS = 1
-TIMESTAMP_PARTS = {"hour": 24, "weekday": 7, "month": 12}  # part → number of values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +67,7 @@ class Declarations:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "Declarations":
+    def from_json(cls, text: str) -> Declarations:
         """Reads back what `to_json` wrote."""
         raw = json.loads(text)
         label = raw["label"]
@@ -84,6 +78,7 @@ class Declarations:
 
 
 CUSTOM_CONFIG_KEY = "declarations"  # where components find the JSON in custom_config
+TUNER_MAX_TRIALS = "max_trials"  # where tuner_fn finds its trial budget in custom_config
 
 
 def from_custom_config(custom_config: Mapping | None) -> Declarations:
@@ -91,16 +86,6 @@ def from_custom_config(custom_config: Mapping | None) -> Declarations:
     if not custom_config or CUSTOM_CONFIG_KEY not in custom_config:
         raise ValueError(f"custom_config has no '{CUSTOM_CONFIG_KEY}'; the pipeline passes them to every component")
     return Declarations.from_json(custom_config[CUSTOM_CONFIG_KEY])
-
-
-def transformed_name(key: str) -> str:
-    """Names a transformed feature so it never collides with its raw column."""
-    return f"{key}_xf"
-
-
-def missing_indicator_name(key: str) -> str:
-    """Names the 0/1 input saying a numeric value was missing and imputed."""
-    return transformed_name(f"{key}_missing")
 
 
 def is_optional(feature: schema_pb2.Feature) -> bool:
@@ -141,10 +126,10 @@ def schema_classes(feature: schema_pb2.Feature, schema: schema_pb2.Schema) -> tu
 
 @dataclasses.dataclass(frozen=True)
 class Override:
-    """A project's choice for one column, replacing the schema-driven default."""
+    """A project's choice for one column (`[features.overrides.<column>]`), replacing the type's default."""
 
     encoding: Encoding
-    buckets: int = 0
+    buckets: Annotated[int, annotated_types.Ge(0)] = 0  # hash buckets, or a vocabulary cap (0: none)
 
 
 def declare(
@@ -173,9 +158,6 @@ def declare(
         override = overrides.get(column.name)
         encoding = override.encoding if override else default_encoding(column)
         buckets = override.buckets if override else 0
-        if encoding is Encoding.HASHED and buckets < 1:
-            raise ValueError(f"'{column.name}' is hashed but has no bucket count")
-        if encoding is Encoding.NUMERIC and column.type == schema_pb2.BYTES:
-            raise ValueError(f"'{column.name}' holds strings and cannot be numeric")
+        encodings.of(encoding).check(column.name, column.type, buckets)
         features.append(Feature(column.name, encoding, is_optional(column), buckets))
     return Declarations(tuple(features), Label(label, problem, classes))

@@ -9,19 +9,12 @@ from collections.abc import Sequence
 import keras_tuner
 import tf_keras as keras
 
+from models.encodings import ModelInput
 from models.features import OUTPUT_NAMES, Label, Problem
 
 ONE_HOT_LIMIT = 64  # categories up to this many are one-hot; more get an embedding
 EMBEDDING_L2 = 3e-2
 STEPS_PER_EXECUTION = 10  # training steps per graph call: tf.data-fed training 44k → 54k examples/s (bench/RESULTS.md §5)
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelInput:
-    """One transformed feature as the network takes it."""
-
-    name: str
-    cardinality: int = 0  # 0: a float; otherwise an index below this
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,136 +3,16 @@
 from __future__ import annotations
 
 import tensorflow as tf
-import tensorflow_transform as tft
 
-from models import features
-from models.features import Encoding, Feature, Label, Problem
-
-Column = tf.Tensor | tf.SparseTensor
-MISSING_CATEGORY = "__missing__"  # TFT drops empty strings from vocabularies, so a gap needs a visible token
+from models import encodings, features, tensors
+from models.features import Label, Problem
 
 
-def _dense(value: Column, default) -> tf.Tensor:
-    """Makes a possibly-missing column a dense [batch] tensor, filling gaps with `default`."""
-    if isinstance(value, tf.SparseTensor):
-        value = tf.sparse.to_dense(
-            tf.SparseTensor(value.indices, value.values, [value.dense_shape[0], 1]),
-            default_value=tf.cast(default, value.dtype),
-        )
-    return tf.reshape(value, [-1])
-
-
-def _values(value: Column) -> tf.Tensor:
-    """The values actually present in a column."""
-    return value.values if isinstance(value, tf.SparseTensor) else value
-
-
-def _missing(value: Column) -> tf.Tensor:
-    """1.0 where the column had no value, else 0.0, as a dense [batch] tensor."""
-    if not isinstance(value, tf.SparseTensor):
-        return tf.zeros_like(tf.reshape(value, [-1]), dtype=tf.float32)
-    present = tf.SparseTensor(value.indices, tf.ones_like(value.values, dtype=tf.float32), value.dense_shape)
-    return 1.0 - _dense(present, 0.0)
-
-
-def _numeric(feature: Feature, value: Column) -> dict[str, tf.Tensor]:
-    """Z-score with the training mean and deviation; missing values become the mean, and are flagged."""
-    present = tf.cast(_values(value), tf.float32)
-    mean = tft.mean(present)
-    std = tf.sqrt(tft.var(present))
-    filled = tf.cast(_dense(value, 0), tf.float32)
-    filled = tf.where(_missing(value) > 0, mean, filled)
-    outputs = {features.transformed_name(feature.name): tf.math.divide_no_nan(filled - mean, std)}
-    if feature.optional:
-        outputs[features.missing_indicator_name(feature.name)] = _missing(value)
-    return outputs
-
-
-def _vocabulary(feature: Feature, value: Column) -> dict[str, tf.Tensor]:
-    """Index into the training vocabulary (top `buckets` when capped); unseen values share an OOV bucket."""
-    default = MISSING_CATEGORY if _values(value).dtype == tf.string else -1  # missing is a category of its own
-    index = tft.compute_and_apply_vocabulary(
-        _dense(value, default),
-        top_k=feature.buckets or None,
-        num_oov_buckets=features.OOV_BUCKETS,
-        vocab_filename=feature.name,
-    )
-    return {features.transformed_name(feature.name): index}
-
-
-def _as_strings(value: Column) -> Column:
-    """The column's values as strings, keeping its sparsity."""
-    if _values(value).dtype == tf.string:
-        return value
-    if isinstance(value, tf.SparseTensor):
-        return tf.SparseTensor(value.indices, tf.strings.as_string(value.values), value.dense_shape)
-    return tf.strings.as_string(value)
-
-
-def _hashed(feature: Feature, value: Column) -> dict[str, tf.Tensor]:
-    """Stable hash bucket of the string form; needs no vocabulary, so unseen values are fine."""
-    bucket = tf.strings.to_hash_bucket_fast(_dense(_as_strings(value), ""), feature.buckets)
-    return {features.transformed_name(feature.name): bucket}
-
-
-def _days_from_civil(year: tf.Tensor, month: tf.Tensor, day: tf.Tensor) -> tf.Tensor:
-    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
-    year = year - tf.cast(month <= 2, tf.int64)
-    era = year // 400
-    year_of_era = year - era * 400
-    day_of_year = (153 * tf.where(month > 2, month - 3, month + 9) + 2) // 5 + day - 1
-    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
-    return era * 146097 + day_of_era - 719468
-
-
-def _month_from_days(days: tf.Tensor) -> tf.Tensor:
-    """Month (1-12) of a day count since 1970-01-01 (H. Hinnant's algorithm)."""
-    z = days + 719468
-    day_of_era = z - (z // 146097) * 146097
-    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146096) // 365
-    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
-    shifted_month = (5 * day_of_year + 2) // 153
-    return tf.where(shifted_month < 10, shifted_month + 3, shifted_month - 9)
-
-
-def timestamp_parts(value: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Hour (0-23), weekday (Monday 0) and month (0-11) of ISO-8601 strings or Unix seconds."""
-    if value.dtype == tf.string:
-        padded = tf.strings.join([value, "T00:00:00"])  # a bare date reads as midnight
-
-        def number(start: int, length: int) -> tf.Tensor:
-            return tf.strings.to_number(tf.strings.substr(padded, start, length), out_type=tf.int64)
-
-        year, month, day, hour = number(0, 4), number(5, 2), number(8, 2), number(11, 2)
-        days = _days_from_civil(year, month, day)
-    else:
-        seconds = tf.cast(value, tf.int64)
-        days = seconds // 86400
-        hour = (seconds - days * 86400) // 3600
-        month = _month_from_days(days)
-    return {"hour": hour, "weekday": (days + 3) % 7, "month": month - 1}  # 1970-01-01 was a Thursday
-
-
-def _timestamp(feature: Feature, value: Column) -> dict[str, tf.Tensor]:
-    """Calendar parts as categorical indices; a missing timestamp reads as the Unix epoch."""
-    default = "1970-01-01T00:00:00" if _values(value).dtype == tf.string else 0
-    parts = timestamp_parts(_dense(value, default))
-    return {features.transformed_name(f"{feature.name}_{part}"): parts[part] for part in features.TIMESTAMP_PARTS}
-
-
-ENCODERS = {
-    Encoding.NUMERIC: _numeric,
-    Encoding.VOCABULARY: _vocabulary,
-    Encoding.HASHED: _hashed,
-    Encoding.TIMESTAMP: _timestamp,
-}
-
-
-def encode_label(label: Label, value: Column) -> tf.Tensor:
+def encode_label(label: Label, value: tensors.Column) -> tf.Tensor:
     """Class index by the declared class order, or the float target for regression."""
     if label.problem is Problem.REGRESSION:
-        return tf.cast(_dense(value, 0), tf.float32)
-    text = _dense(_as_strings(value), "")
+        return tf.cast(tensors.dense(value, 0), tf.float32)
+    text = tensors.dense(tensors.as_strings(value), "")
     matches = tf.equal(tf.expand_dims(text, 1), tf.constant(label.classes)[tf.newaxis, :])
     return tf.argmax(tf.cast(matches, tf.int64), axis=1)
 
@@ -142,7 +22,7 @@ def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
     declarations = features.from_custom_config(custom_config)
     outputs = {}
     for feature in declarations.features:
-        outputs.update(ENCODERS[feature.encoding](feature, inputs[feature.name]))
+        outputs.update(encodings.of(feature.encoding).outputs(feature, inputs[feature.name]))
     label = declarations.label
     outputs[label.transformed_name] = encode_label(label, inputs[label.name])
     return outputs

@@ -7,15 +7,15 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
+from absl import logging  # the logger TFX and the run log show; stdlib INFO is dropped
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models import distribution, features, hyperparameters, network, signatures
-from models.features import Declarations, Encoding, Problem
+from models import distribution, encodings, features, hyperparameters, network, signatures
+from models.features import Declarations, Problem
 
 BATCH_SIZE = 32
 SEED = 0  # fixes weight initialisation and the Tuner's draws, so a rerun reproduces a model
-TUNER_MAX_TRIALS = "max_trials"  # Tuner custom_config key
 TARGET_SAMPLE = 10_000  # labels read to set a regression output's starting scale
 
 
@@ -29,25 +29,18 @@ def make_dataset(file_pattern, data_accessor, tft_output: tft.TFTransformOutput,
     ).repeat()
 
 
-def model_inputs(declarations: Declarations, tft_output: tft.TFTransformOutput) -> list[network.ModelInput]:
+def global_batch_size(strategy: tf.distribute.Strategy) -> int:
+    """Examples per step across replicas: each replica keeps BATCH_SIZE, so more devices train faster per step."""
+    return BATCH_SIZE * strategy.num_replicas_in_sync
+
+
+def model_inputs(declarations: Declarations, tft_output: tft.TFTransformOutput) -> list[encodings.ModelInput]:
     """Every Transform output the network takes, with each category's number of values."""
-    inputs = []
-    for f in declarations.features:
-        name = features.transformed_name(f.name)
-        if f.encoding is Encoding.NUMERIC:
-            inputs.append(network.ModelInput(name))
-            if f.optional:
-                inputs.append(network.ModelInput(features.missing_indicator_name(f.name)))
-        elif f.encoding is Encoding.VOCABULARY:
-            inputs.append(network.ModelInput(name, tft_output.vocabulary_size_by_name(f.name) + features.OOV_BUCKETS))
-        elif f.encoding is Encoding.HASHED:
-            inputs.append(network.ModelInput(name, f.buckets))
-        else:
-            inputs.extend(
-                network.ModelInput(features.transformed_name(f"{f.name}_{part}"), size)
-                for part, size in features.TIMESTAMP_PARTS.items()
-            )
-    return inputs
+    return [
+        spec
+        for f in declarations.features
+        for spec in encodings.of(f.encoding).model_inputs(f, tft_output.vocabulary_size_by_name)
+    ]
 
 
 def target_scale(label: features.Label, train_data: tf.data.Dataset) -> network.TargetScale:
@@ -61,7 +54,7 @@ def target_scale(label: features.Label, train_data: tf.data.Dataset) -> network.
 def fit(
     strategy: tf.distribute.Strategy,
     hp: keras_tuner.HyperParameters,
-    inputs: list[network.ModelInput],
+    inputs: list[encodings.ModelInput],
     label: features.Label,
     train_data: tf.data.Dataset,
     eval_data: tf.data.Dataset,
@@ -92,17 +85,22 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     keras.utils.set_random_seed(SEED)
     declarations = features.from_custom_config(fn_args.custom_config)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    strategy = distribution.choose_strategy()
+    hp = hyperparameters.resolve(fn_args.hyperparameters)
+    batch_size = global_batch_size(strategy)
+    logging.info("Training with hyperparameters %s, global batch %d", hp.values, batch_size)
     model = fit(
-        distribution.choose_strategy(),
-        hyperparameters.resolve(fn_args.hyperparameters),
+        strategy,
+        hp,
         model_inputs(declarations, tft_output),
         declarations.label,
-        make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, declarations.label),
-        make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, declarations.label),
+        make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, declarations.label, batch_size),
+        make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, declarations.label, batch_size),
         fn_args.train_steps,
         fn_args.eval_steps,
         fn_args.model_run_dir,
     )
+    model.summary(print_fn=logging.info)
     exported = signatures.make_signatures(model, tft_output, declarations)
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=exported)
 
@@ -121,7 +119,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         lambda hp: network.build_model(hp, inputs, label, scale),
         hyperparameters=hyperparameters.search_space(),
         objective=network.tuner_objective(label),
-        max_trials=int(fn_args.custom_config[TUNER_MAX_TRIALS]),
+        max_trials=int(fn_args.custom_config[features.TUNER_MAX_TRIALS]),
         directory=fn_args.working_dir,
         project_name="search",
         seed=SEED,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from rich.console import Console
@@ -25,7 +26,8 @@ EXIT_BAD_INPUT = 2
 EXIT_NOT_BLESSED = 3
 EXIT_INTERRUPTED = 130
 
-def _fail(message: str, code: int) -> None:
+
+def _fail(message: str, code: int) -> NoReturn:
     """Prints one clear error line and exits with `code`."""
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]Error:[/] {escape(message)}")
     sys.exit(code)
@@ -131,11 +133,11 @@ def run(config_file, data, output, schema, span, tuner, tuner_trials, train_step
     if settings.enable_cache:
         _replay_if_unchanged(settings, console)
 
-    from pipeline import ingest
+    from pipeline import preflight
 
     try:
-        summary = ingest.check_data(settings)
-    except ingest.DataError as error:
+        summary = preflight.check_data(settings)
+    except preflight.DataError as error:
         _fail(f"{error}\nNothing was run; {settings.paths.serving_root / settings.model_name} is untouched.", EXIT_BAD_INPUT)
     except Exception as error:  # noqa: BLE001  (a reader bug must still read as one line, not a traceback)
         _fail(f"could not read {settings.input_folder}: {type(error).__name__}: {error}\nNothing was run.", EXIT_FAILED)

@@ -9,7 +9,8 @@ from typing import Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.features import Encoding, Problem
+from models import evaluation
+from models.features import Override, Problem
 
 CONFIG_FILE = "tfxp.toml"
 PATTERNS = {"csv": "*.csv", "parquet": "*.parquet", "tfrecord": "*.tfrecord*"}  # files read per format
@@ -52,13 +53,6 @@ class LabelConfig(_Section):
     problem: Problem | None = None  # inferred from the schema when omitted
 
 
-class Override(_Section):
-    """How one column is encoded, replacing the default its schema type implies."""
-
-    encoding: Encoding
-    buckets: int = Field(0, ge=0)  # hash buckets, or a vocabulary cap
-
-
 class FeaturesConfig(_Section):
     """Which columns are not inputs, and per-column encoding overrides."""
 
@@ -78,7 +72,7 @@ class EvaluationConfig(_Section):
     slices: list[str] = []
     metric: str | None = None  # default: accuracy (multiclass), auc (binary), rmse (regression)
     threshold: float | None = None  # at least this (accuracy, auc) or at most this (rmse, mae)
-    max_regression: float = Field(0.02, ge=0)  # how much worse than the last blessed model is allowed
+    max_regression: float = Field(evaluation.DEFAULT_MAX_REGRESSION, ge=0)
 
 
 class TrainingConfig(_Section):
@@ -126,7 +120,7 @@ def _describe(error: pydantic.ValidationError, path: Path) -> str:
         location = [str(part) for part in problem["loc"]]
         where = f"[{'.'.join(location[:-1])}] {location[-1]}" if len(location) > 1 else (location[0] if location else "")
         message = problem["msg"]
-        if problem["type"] == "extra_forbidden":
+        if problem["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             message = "is not a known setting"
         elif problem["type"] == "missing":
             message = "is required"

@@ -7,10 +7,9 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 from tfx import types
 from tfx import v1 as tfx
 from tfx.components.evaluator import constants as evaluator_constants
-from tfx.dsl.component.experimental.annotations import InputArtifact
-from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
+from tfx.v1.dsl.components import InputArtifact, component
 
 ANOMALIES_FILE = "SchemaDiff.pb"  # what ExampleValidator writes per split
 STATISTICS_FILE = "FeatureStats.pb"  # what StatisticsGen writes per split

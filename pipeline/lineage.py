@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from pathlib import Path
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+
+from pipeline.settings import METADATA_FILE
 
 PIPELINE_RUN = "pipeline_run"  # context types TFX attaches to every execution
 NODE = "node"
@@ -36,10 +39,10 @@ class NodeExecution:
         return artifacts[0] if artifacts else None
 
 
-def open_store(metadata_path: str) -> metadata_store.MetadataStore:
-    """A read/write handle on the sqlite MLMD store the runner uses."""
+def open_store(output_root: Path) -> metadata_store.MetadataStore:
+    """A read/write handle on the sqlite MLMD store of an output folder, the one the runner uses."""
     config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
+    config.sqlite.filename_uri = str(output_root / METADATA_FILE)
     config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
     return metadata_store.MetadataStore(config)
 

@@ -32,7 +32,7 @@ class RunReport:
     trained_on: list[str]  # "Type: uri" lines tracing the model back to its data
     states: dict[str, str]  # node id → COMPLETE / CACHED
 
-    def replayed(self) -> "RunReport":
+    def replayed(self) -> RunReport:
         """The same summary for a rerun that reused every execution."""
         return dataclasses.replace(self, states={node: "CACHED" for node in self.states})
 
@@ -104,7 +104,7 @@ def _threshold_text(threshold) -> str:
 
 def build_report(settings: Settings) -> RunReport:
     """Reads the newest run's executions and artifacts from MLMD into a RunReport."""
-    store = lineage.open_store(str(settings.paths.metadata_path))
+    store = lineage.open_store(settings.paths.output_root)
     executions = lineage.latest_run_executions(store)
     evaluation_artifact = executions[nodes.EVALUATOR].output("evaluation")
     blessing = executions[nodes.EVALUATOR].output("blessing")

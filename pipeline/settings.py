@@ -17,7 +17,7 @@ from pipeline.config import ConfigError, Project
 # Measured by `make bench` (bench/RESULTS.md §4): in_memory beats multi_processing with 2 workers on 2 cores.
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 SPAN_FOLDER = re.compile(r"^span-(\d+)$")
-DEFAULT_THRESHOLDS = {"accuracy": 0.7, "auc": 0.7}  # higher-is-better gates; error metrics need a stated bound
+METADATA_FILE = "metadata.sqlite"  # the ML Metadata store, in the output folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Paths:
     @property
     def metadata_path(self) -> Path:
         """The sqlite ML Metadata store recording every artifact and execution."""
-        return self.output_root / "metadata.sqlite"
+        return self.output_root / METADATA_FILE
 
     @property
     def serving_root(self) -> Path:
@@ -86,7 +86,9 @@ class Settings:
         return self.paths.data_root / f"span-{self.span}" if self.span is not None else self.paths.data_root
 
 
-PREPROCESSING_MODULES = ("models.preprocessing", "models.features")  # the code Transform runs
+# The code Transform runs, named without importing it (TensorFlow); its digest is Transform's cache key.
+PREPROCESSING_MODULES = ("models.preprocessing", "models.features", "models.encodings", "models.tensors")
+PREPROCESSING_FN = f"{PREPROCESSING_MODULES[0]}.preprocessing_fn"
 
 
 def source_digest(module_names: tuple[str, ...]) -> str:
@@ -155,9 +157,9 @@ def _gate(project: Project, problem: features.Problem) -> evaluation.Gate:
         raise ConfigError(f"[evaluation] metric: {error}") from None
     threshold = project.evaluation.threshold
     if threshold is None:
-        if name not in DEFAULT_THRESHOLDS:
+        if name not in evaluation.DEFAULT_THRESHOLDS:
             raise ConfigError(f"[evaluation] threshold is required for {name}: the largest {name} a model may have")
-        threshold = DEFAULT_THRESHOLDS[name]
+        threshold = evaluation.DEFAULT_THRESHOLDS[name]
     return evaluation.Gate(name, threshold, project.evaluation.max_regression)
 
 
@@ -199,10 +201,9 @@ def resolve(
         span = spans[-1]
     schema = load_schema(paths.schema_file)
     _check_columns_in_schema(project, schema, paths.schema_file)
-    overrides = {name: features.Override(o.encoding, o.buckets) for name, o in project.features.overrides.items()}
     try:
         declarations = features.declare(
-            schema, project.label.column, project.label.problem, project.features.exclude, overrides
+            schema, project.label.column, project.label.problem, project.features.exclude, project.features.overrides
         )
     except ValueError as error:
         raise ConfigError(f"{paths.schema_file}: {error}") from None

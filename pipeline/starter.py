@@ -7,14 +7,15 @@ import json
 import math
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
-from models.features import Encoding, Problem
-from pipeline import config, ingest, table_example_gen
+from models import encodings, evaluation
+from models.encodings import Encoding
+from models.features import Override, Problem
+from pipeline import config, tables
 from pipeline.settings import find_spans
 
 HASH_ABOVE = 100  # strings with more distinct values are hashed (TFDV lists no domain above this)
@@ -37,6 +38,7 @@ class Decision:
     distinct: int | None
     treatment: str
     reason: str
+    encoding: Encoding | None = None  # how the column is encoded; None for the label and excluded columns
 
 
 @dataclasses.dataclass
@@ -51,16 +53,10 @@ class Starter:
     rows: int
 
 
-def _read_table(path: Path, data_format: str, column_types: dict | None = None) -> pa.Table:
+def _read_table(path: Path, data_format: str, column_types: dict[str, str] | None = None) -> pa.Table:
     """One file as an Arrow table, types inferred unless given."""
     try:
-        if data_format == "parquet":
-            return pq.read_table(path)
-        return pa_csv.read_csv(
-            path,
-            parse_options=table_example_gen.CSV_PARSE,
-            convert_options=table_example_gen.csv_convert_options(column_types or {}),
-        )
+        return tables.read_table(path, data_format, column_types)
     except (pa.ArrowInvalid, OSError) as error:
         raise InitError(f"cannot read {path}: {error}") from None
 
@@ -76,23 +72,23 @@ def _unified_kind(kinds: set[str]) -> str:
 
 def read_dataset(files: list[Path], data_format: str) -> tuple[list[pa.RecordBatch], set[str]]:
     """All files as tf.Example-typed Arrow batches, and the columns Arrow recognised as timestamps."""
-    tables = [_read_table(path, data_format) for path in files]
+    read = [_read_table(path, data_format) for path in files]
     timestamps = {
-        field.name for table in tables for field in table.schema
+        field.name for table in read for field in table.schema
         if pa.types.is_timestamp(field.type) or pa.types.is_date(field.type)
     }
-    if data_format == "csv" and len(tables) > 1:
+    if data_format == "csv" and len(read) > 1:
         kinds: dict[str, set[str]] = {}
-        for table in tables:
+        for table in read:
             for field in table.schema:
-                kinds.setdefault(field.name, set()).add(ingest.arrow_kind(field.type) or "BYTES")
-        types = {name: ingest.ARROW_TYPES[_unified_kind(k)] for name, k in kinds.items()}
+                kinds.setdefault(field.name, set()).add(tables.arrow_kind(field.type) or "BYTES")
+        types = {name: _unified_kind(k) for name, k in kinds.items()}
         for name in timestamps:
-            types[name] = pa.string()
-        tables = [_read_table(path, data_format, types) for path in files]
+            types[name] = "BYTES"
+        read = [_read_table(path, data_format, types) for path in files]
     batches = []
-    for table in tables:
-        batches.extend(table_example_gen.example_batch(b) for b in table.to_batches(max_chunksize=65_536))
+    for table in read:
+        batches.extend(tables.example_batch(b) for b in table.to_batches(max_chunksize=tables.BATCH_ROWS))
     return batches, timestamps
 
 
@@ -155,26 +151,44 @@ def _infer_problem(label: str, kind: str, stats, forced: Problem | None) -> tupl
     return Problem.REGRESSION, f"'{label}' is a {'float' if kind == 'FLOAT' else 'wide-ranging integer'}"
 
 
-def _decide(name: str, kind: str, stats, rows: int, timestamps: set[str]):
-    """(treatment, reason, override, excluded) for one feature column."""
+class ColumnChoice(NamedTuple):
+    """What init does with one feature column, and why: an encoding (with an override if its type
+    does not imply it), or an exclusion (no encoding)."""
+
+    treatment: str
+    reason: str
+    encoding: Encoding | None = None
+    override: Override | None = None
+
+
+def _encode(encoding: Encoding, reason: str, buckets: int = 0, optional: bool = False,
+            implied: bool = False) -> ColumnChoice:
+    """A choice to encode a column, described as the encoding describes itself.
+
+    `implied`: the column's schema type already implies this encoding, so no override is written.
+    """
+    override = None if implied else Override(encoding, buckets)
+    return ColumnChoice(encodings.of(encoding).describe(buckets, optional), reason, encoding, override)
+
+
+def _decide(name: str, kind: str, stats, rows: int, timestamps: set[str]) -> ColumnChoice:
+    """How one feature column is used, from its type and TFDV statistics."""
     distinct = _distinct(stats)
     present = _common(stats).num_non_missing
     if name in timestamps:
-        return "timestamp: hour, weekday, month", "values parse as dates/times", config.Override(encoding=Encoding.TIMESTAMP), False
+        return _encode(Encoding.TIMESTAMP, "values parse as dates/times")
     if kind == "BYTES":
         if rows >= ID_MIN_ROWS and distinct == present:
-            return "excluded", f"looks like an id: all {distinct} values distinct", None, True
+            return ColumnChoice("excluded", f"looks like an id: all {distinct} values distinct")
         if distinct > HASH_ABOVE:
             buckets = 10 ** math.ceil(math.log10(distinct * 2))
-            return f"hashed into {buckets} buckets", f"{distinct} distinct values", \
-                config.Override(encoding=Encoding.HASHED, buckets=buckets), False
-        return "vocabulary + OOV bucket", f"{distinct} distinct values", None, False
+            return _encode(Encoding.HASHED, f"{distinct} distinct values", buckets)
+        return _encode(Encoding.VOCABULARY, f"{distinct} distinct values", implied=True)
     if kind == "INT" and (values := _int_values(stats)):
-        return "vocabulary + OOV bucket", f"integer with only {len(values)} values: a category", \
-            config.Override(encoding=Encoding.VOCABULARY), False
+        return _encode(Encoding.VOCABULARY, f"integer with only {len(values)} values: a category")
     missing = 1 - present / rows if rows else 0
-    extra = " + missing indicator" if missing > 0 else ""
-    return f"z-score{extra}", "number" + (f", {missing:.0%} missing (imputed with the mean)" if missing else ""), None, False
+    reason = "number" + (f", {missing:.0%} missing (imputed with the mean)" if missing else "")
+    return _encode(Encoding.NUMERIC, reason, optional=missing > 0, implied=True)
 
 
 def _curate_schema(schema: schema_pb2.Schema, label: str, problem: Problem, stats_by_name, timestamps: set[str],
@@ -196,31 +210,35 @@ def _curate_schema(schema: schema_pb2.Schema, label: str, problem: Problem, stat
     schema.dataset_constraints.min_examples_count = 1  # an empty split is an anomaly
 
 
+STARTER_AUC = 0.6  # init's bar for binary labels: clearly better than chance (0.5)
+
+
 @dataclasses.dataclass(frozen=True)
 class StartingGate:
     """The blessing bar init proposes, with the reasons written beside it."""
 
-    metric: str
     threshold: float
     reason: str
-    max_regression: float = 0.02
+    max_regression: float = evaluation.DEFAULT_MAX_REGRESSION
     regression_reason: str = "how much worse than the last blessed model a new one may be"
 
 
 def _gate(problem: Problem, label_stats) -> StartingGate:
-    """A starting blessing bar: better than the trivial model the data implies."""
+    """A starting blessing bar on the problem's gate metric: better than the trivial model the data implies."""
     if problem is Problem.REGRESSION:
         std = label_stats.num_stats.std_dev
+        share = evaluation.DEFAULT_MAX_REGRESSION  # the same margin, as a share of the label's deviation
         return StartingGate(
-            "rmse", float(f"{std:.3g}"), f"rmse at most {std:.3g}, the label's deviation: better than predicting the mean",
-            float(f"{0.02 * std:.2g}"), "a new model's rmse may exceed the last blessed one's by 2% of the label's deviation",
+            float(f"{std:.3g}"), f"rmse at most {std:.3g}, the label's deviation: better than predicting the mean",
+            float(f"{share * std:.2g}"),
+            f"a new model's rmse may exceed the last blessed one's by {share:.0%} of the label's deviation",
         )
     if problem is Problem.BINARY:
-        return StartingGate("auc", 0.6, "auc at least 0.6: clearly better than chance (0.5)")
+        return StartingGate(STARTER_AUC, f"auc at least {STARTER_AUC}: clearly better than chance (0.5)")
     top = label_stats.string_stats.top_values[0].frequency if label_stats.HasField("string_stats") else 0
     total = _common(label_stats).num_non_missing
     majority = math.ceil(100 * top / total) / 100 if total else 0.5
-    return StartingGate("accuracy", majority, f"accuracy at least {majority}: better than always guessing the most common class")
+    return StartingGate(majority, f"accuracy at least {majority}: better than always guessing the most common class")
 
 
 def _toml_value(value) -> str:
@@ -235,13 +253,14 @@ def _toml_value(value) -> str:
 
 
 def _project_text(model_name: str, data_path: str, outside: bool, data_format: str, label: str, problem: Problem,
-                  problem_reason: str, exclude: list[str], overrides: dict[str, config.Override], slices: list[str],
+                  problem_reason: str, exclude: list[str], overrides: dict[str, Override], slices: list[str],
                   gate: StartingGate) -> str:
-    """The starter tfxp.toml, with a comment on every setting."""
+    """The starter tfxp.toml, with a comment on every setting; defaults are read from the config models."""
+    split, training = config.SplitConfig(), config.TrainingConfig()
     lines = [
         "# tfxp project file, written by `tfxp init`. Review it, and schema/schema.pbtxt, then `tfxp run`.",
         f"model_name = {_toml_value(model_name)}  # serving path: <output>/serving/<model_name>/<version>/",
-        'output = "outputs"',
+        f"output = {_toml_value(config.Project.model_fields['output'].default)}",
         "",
         "[data]",
         f"path = {_toml_value(data_path)}  # a folder of files, or of span-<N>/ folders (newest span is used)",
@@ -249,7 +268,7 @@ def _project_text(model_name: str, data_path: str, outside: bool, data_format: s
         f"allow_outside_project = {_toml_value(outside)}  # refuse data outside this folder (.. or symlinks)",
         "",
         "[schema]",
-        'path = "schema/schema.pbtxt"  # curated: every batch is validated against it',
+        f"path = {_toml_value(config.SchemaConfig().path)}  # curated: every batch is validated against it",
         "",
         "[label]",
         f"column = {_toml_value(label)}",
@@ -261,48 +280,77 @@ def _project_text(model_name: str, data_path: str, outside: bool, data_format: s
     ]
     for name, override in overrides.items():
         lines.append(f"[features.overrides.{json.dumps(name)}]")
-        lines.append(f"encoding = {_toml_value(override.encoding.value)}  # numeric | vocabulary | hashed | timestamp")
+        lines.append(f"encoding = {_toml_value(override.encoding.value)}  # {' | '.join(e.value for e in Encoding)}")
         if override.buckets:
             lines.append(f"buckets = {override.buckets}")
         lines.append("")
     lines += [
         "[split]",
-        "eval_fraction = 0.33  # share of each batch held out for evaluation",
+        f"eval_fraction = {_toml_value(split.eval_fraction)}  # share of each batch held out for evaluation",
         "",
         "[evaluation]",
         f"slices = {_toml_value(slices)}  # metrics are also reported per value of these columns",
-        f"metric = {_toml_value(gate.metric)}",
+        f"metric = {_toml_value(evaluation.DEFAULT_GATE_METRIC[problem])}",
         f"threshold = {_toml_value(gate.threshold)}  # {gate.reason}",
         f"max_regression = {_toml_value(gate.max_regression)}  # {gate.regression_reason}",
         "",
         "[training]",
-        "train_steps = 200",
-        "tuner = true",
-        "tuner_trials = 3",
+        f"train_steps = {_toml_value(training.train_steps)}",
+        f"tuner = {_toml_value(training.tuner)}",
+        f"tuner_trials = {_toml_value(training.tuner_trials)}",
         "",
     ]
     return "\n".join(lines)
 
 
-def build_starter(project_dir: Path, data: Path, label: str, data_format: str | None,
-                  problem: Problem | None, model_name: str | None, exclude: tuple[str, ...] = ()) -> Starter:
-    """Profiles the data (the newest span, if any) and drafts the schema and project file; `exclude` names leaks."""
-    import tensorflow_data_validation as tfdv
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """One batch as TFDV sees it: its rows, columns in file order, statistics and inferred schema."""
 
-    data = data.absolute()
+    folder: Path
+    data_format: str
+    rows: int
+    columns: list[str]
+    stats_by_name: dict[str, statistics_pb2.FeatureNameStatistics]
+    schema: schema_pb2.Schema
+    timestamps: set[str]  # columns Arrow read as dates or times
+
+    def kind(self, name: str) -> str:
+        """The inferred schema type of a column: INT, FLOAT or BYTES."""
+        return next(schema_pb2.FeatureType.Name(f.type) for f in self.schema.feature if f.name == name)
+
+    def missing(self, name: str) -> float:
+        """The share of rows without a value in a column."""
+        return 1 - _common(self.stats_by_name[name]).num_non_missing / self.rows
+
+    def decision(self, name: str, treatment: str, reason: str, encoding: Encoding | None = None) -> Decision:
+        """A row of the decision table for a column."""
+        stats = self.stats_by_name[name]
+        return Decision(name, self.kind(name), self.missing(name), _distinct(stats), treatment, reason, encoding)
+
+
+def _find_files(data: Path, data_format: str | None) -> tuple[Path, str, list[Path]]:
+    """The folder to profile (the newest span, if any), its format, and its files."""
     if not data.is_dir():
         raise InitError(f"data folder {data} does not exist")
     spans = find_spans(data)
     folder = data / f"span-{spans[-1]}" if spans else data
     if data_format is None:
-        data_format = next((f for f, pattern in config.PATTERNS.items() if ingest.data_files(folder, pattern)), None)
+        data_format = next((f for f, pattern in config.PATTERNS.items() if tables.data_files(folder, pattern)), None)
         if data_format is None:
             raise InitError(f"no CSV, Parquet or TFRecord files in {folder}")
-    files = ingest.data_files(folder, config.PATTERNS[data_format])
+    files = tables.data_files(folder, config.PATTERNS[data_format])
     if not files:
         raise InitError(f"no files match {folder / config.PATTERNS[data_format]}")
     if data_format == "tfrecord":
         raise InitError("init profiles CSV and Parquet; for TFRecord, write the schema with TFDV and the project by hand")
+    return folder, data_format, files
+
+
+def _profile(folder: Path, data_format: str, files: list[Path], label: str, exclude: tuple[str, ...]) -> Profile:
+    """Reads the files, checks the named columns exist, and computes TFDV statistics and a schema."""
+    import tensorflow_data_validation as tfdv
+
     batches, timestamps = read_dataset(files, data_format)
     rows = sum(b.num_rows for b in batches)
     if rows == 0:
@@ -315,44 +363,71 @@ def build_starter(project_dir: Path, data: Path, label: str, data_format: str | 
     if label in exclude:
         raise InitError(f"the label '{label}' cannot also be excluded")
     statistics = compute_statistics(batches)
-    stats_by_name = _feature_stats(statistics.datasets[0])
     schema = tfdv.infer_schema(statistics, infer_feature_shape=True, max_string_domain_size=HASH_ABOVE)
-    kinds = {f.name: schema_pb2.FeatureType.Name(f.type) for f in schema.feature}
-    label_problem, problem_reason = _infer_problem(label, kinds[label], stats_by_name[label], problem)
+    return Profile(folder, data_format, rows, columns, _feature_stats(statistics.datasets[0]), schema, timestamps)
 
-    given_exclusions = set(exclude)
-    decisions, exclude, overrides = [], [], {}
-    for name in columns:
-        common = _common(stats_by_name[name])
-        missing = 1 - common.num_non_missing / rows
+
+@dataclasses.dataclass
+class ColumnPlan:
+    """What init decided for every column: the table it prints, the exclusions and the encoding overrides."""
+
+    decisions: list[Decision] = dataclasses.field(default_factory=list)
+    exclude: list[str] = dataclasses.field(default_factory=list)
+    overrides: dict[str, Override] = dataclasses.field(default_factory=dict)
+
+
+def _plan_columns(profile: Profile, label: str, label_decision: Decision, given_exclusions: set[str]) -> ColumnPlan:
+    """Decides each column's use, in file order."""
+    plan = ColumnPlan()
+    for name in profile.columns:
         if name == label:
-            decisions.append(Decision(name, kinds[name], missing, _distinct(stats_by_name[name]),
-                                      f"label: {label_problem.value}", problem_reason))
+            plan.decisions.append(label_decision)
             continue
         if name in given_exclusions:
-            exclude.append(name)
-            decisions.append(Decision(name, kinds[name], missing, _distinct(stats_by_name[name]), "excluded", "given with --exclude"))
+            plan.exclude.append(name)
+            plan.decisions.append(profile.decision(name, "excluded", "given with --exclude"))
             continue
-        treatment, reason, override, excluded = _decide(name, kinds[name], stats_by_name[name], rows, timestamps)
-        if excluded:
-            exclude.append(name)
-        if override:
-            overrides[name] = override
-        decisions.append(Decision(name, kinds[name], missing, _distinct(stats_by_name[name]), treatment, reason))
-    hashed = {n for n, o in overrides.items() if o.encoding is Encoding.HASHED}
-    _curate_schema(schema, label, label_problem, stats_by_name, timestamps, hashed, set(exclude))
-    slices = [
-        d.column for d in decisions
-        if d.treatment.startswith("vocabulary") and d.column not in exclude and (d.distinct or INT_CATEGORY_MAX) <= INT_CATEGORY_MAX
+        choice = _decide(name, profile.kind(name), profile.stats_by_name[name], profile.rows, profile.timestamps)
+        if choice.encoding is None:
+            plan.exclude.append(name)
+        if choice.override:
+            plan.overrides[name] = choice.override
+        plan.decisions.append(profile.decision(name, choice.treatment, choice.reason, choice.encoding))
+    return plan
+
+
+def _slices(plan: ColumnPlan) -> list[str]:
+    """A few small categorical columns to report metrics for."""
+    return [
+        d.column for d in plan.decisions
+        if d.encoding is Encoding.VOCABULARY and (d.distinct or INT_CATEGORY_MAX) <= INT_CATEGORY_MAX
     ][:MAX_SLICES]
-    project_dir = project_dir.absolute()
+
+
+def _data_path(project_dir: Path, data: Path) -> tuple[str, bool]:
+    """The data folder as the project file names it, and whether it lies outside the project."""
     outside = not data.resolve().is_relative_to(project_dir.resolve())
-    data_path = str(data) if outside else str(data.relative_to(project_dir)) if data != project_dir else "."
+    return (str(data) if outside else str(data.relative_to(project_dir)) if data != project_dir else "."), outside
+
+
+def build_starter(project_dir: Path, data: Path, label: str, data_format: str | None,
+                  problem: Problem | None, model_name: str | None, exclude: tuple[str, ...] = ()) -> Starter:
+    """Profiles the data (the newest span, if any) and drafts the schema and project file; `exclude` names leaks."""
+    data, project_dir = data.absolute(), project_dir.absolute()
+    folder, data_format, files = _find_files(data, data_format)
+    profile = _profile(folder, data_format, files, label, exclude)
+    label_problem, problem_reason = _infer_problem(label, profile.kind(label), profile.stats_by_name[label], problem)
+    label_decision = profile.decision(label, f"label: {label_problem.value}", problem_reason)
+    plan = _plan_columns(profile, label, label_decision, set(exclude))
+    hashed = {n for n, o in plan.overrides.items() if o.encoding is Encoding.HASHED}
+    _curate_schema(profile.schema, label, label_problem, profile.stats_by_name, profile.timestamps, hashed,
+                   set(plan.exclude))
+    data_path, outside = _data_path(project_dir, data)
     text = _project_text(
         model_name or _model_name(data), data_path, outside, data_format, label, label_problem, problem_reason,
-        exclude, overrides, slices, _gate(label_problem, stats_by_name[label]),
+        plan.exclude, plan.overrides, _slices(plan), _gate(label_problem, profile.stats_by_name[label]),
     )
-    return Starter(schema, text, decisions, label_problem, problem_reason, rows)
+    return Starter(profile.schema, text, plan.decisions, label_problem, problem_reason, profile.rows)
 
 
 def _model_name(data: Path) -> str:
@@ -366,7 +441,7 @@ def write_starter(starter: Starter, project_dir: Path, force: bool) -> tuple[Pat
     import tensorflow_data_validation as tfdv
 
     project_file = project_dir / config.CONFIG_FILE
-    schema_file = project_dir / "schema" / "schema.pbtxt"
+    schema_file = project_dir / config.SchemaConfig().path
     for path in (project_file, schema_file):
         if path.exists() and not force:
             raise InitError(f"{path} already exists; pass --force to overwrite it")

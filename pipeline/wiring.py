@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
-import inspect
+import importlib.util
 
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
-
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
-from models import evaluation, features, preprocessing, training
+from models import evaluation, features
 from pipeline import guards, table_example_gen
 from pipeline.nodes import (
-    ANOMALIES_GATE, BASELINE_RESOLVER, EVALUATOR, EXAMPLE_GEN, EXAMPLE_VALIDATOR, PUSHER, SCHEMA_GEN,
-    STATISTICS_GEN, TRAINER, TRANSFORM, TUNER,
+    ANOMALIES_GATE,
+    BASELINE_RESOLVER,
+    EVALUATOR,
+    EXAMPLE_GEN,
+    EXAMPLE_VALIDATOR,
+    PUSHER,
+    SCHEMA_GEN,
+    STATISTICS_GEN,
+    TRAINER,
+    TRANSFORM,
+    TUNER,
 )
-from pipeline.settings import Settings
+from pipeline.settings import PREPROCESSING_FN, Settings
 
 SPLIT_BUCKETS = 100  # hash buckets ExampleGen divides between train and eval
 PREPROCESSING_DIGEST = "preprocessing_digest"  # Transform custom_config key
+TRAINING_MODULE = "models.training"  # run_fn and tuner_fn, by module path: finding it imports no TensorFlow
 
 
-def _module_file(fn) -> str:
-    """The source file defining `fn`; TFX packages its folder, so code edits invalidate the cache."""
-    return inspect.getsourcefile(fn)
+def _module_file(module: str) -> str:
+    """The source file of `module`, found without importing it; TFX packages its folder, so code edits
+    invalidate the Tuner's and Trainer's cache."""
+    return importlib.util.find_spec(module).origin
 
 
 def _example_gen(settings: Settings):
@@ -78,11 +88,11 @@ def create_pipeline(settings: Settings, metadata_connection_config: metadata_sto
     ).with_id(ANOMALIES_GATE)
 
     # Imported by name, not packaged like the training code, so an edit to the network alone keeps
-    # Transform cached; the digest of preprocessing.py and features.py invalidates it when they change.
+    # Transform cached; the digest of the modules it runs (settings.PREPROCESSING_MODULES) invalidates it.
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
-        preprocessing_fn=f"{preprocessing.__name__}.{preprocessing.preprocessing_fn.__name__}",
+        preprocessing_fn=PREPROCESSING_FN,
         custom_config={**declared, PREPROCESSING_DIGEST: settings.preprocessing_digest},
         # StatisticsGen and ExampleValidator already profiled and checked the raw data.
         disable_statistics=True,
@@ -98,10 +108,10 @@ def create_pipeline(settings: Settings, metadata_connection_config: metadata_sto
         tuner = tfx.components.Tuner(
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
-            module_file=_module_file(training.tuner_fn),
+            module_file=_module_file(TRAINING_MODULE),
             train_args=tfx.proto.TrainArgs(num_steps=train.tuner_steps),
             eval_args=tfx.proto.EvalArgs(num_steps=train.eval_steps),
-            custom_config={**declared, training.TUNER_MAX_TRIALS: train.tuner_trials},
+            custom_config={**declared, features.TUNER_MAX_TRIALS: train.tuner_trials},
         ).with_id(TUNER)
         hyperparameters = tuner.outputs["best_hyperparameters"]
 
@@ -110,7 +120,7 @@ def create_pipeline(settings: Settings, metadata_connection_config: metadata_sto
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         hyperparameters=hyperparameters,
-        module_file=_module_file(training.run_fn),
+        module_file=_module_file(TRAINING_MODULE),
         train_args=tfx.proto.TrainArgs(num_steps=train.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=train.eval_steps),
         custom_config=declared,

@@ -60,7 +60,7 @@ def diabetes_rows() -> tuple[list[str], list[list]]:
 
     bunch = load_diabetes(scaled=False)
     header = [*bunch.feature_names, "progression"]
-    rows = [[_plain_number(v) for v in (*features, target)] for features, target in zip(bunch.data, bunch.target)]
+    rows = [[_plain_number(v) for v in (*features, target)] for features, target in zip(bunch.data, bunch.target, strict=True)]
     return header, rows
 
 
@@ -80,7 +80,7 @@ def write_diabetes(folder: Path, data_format: str = "csv") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     table = pa.table({name: [row[i] for row in rows] for i, name in enumerate(header)})
     table = table.cast(pa.schema([pa.field(n, pa.float64() if pa.types.is_floating(t) or n == "progression" else pa.int64())
-                                  for n, t in zip(table.column_names, table.schema.types)]))
+                                  for n, t in zip(table.column_names, table.schema.types, strict=True)]))
     path = folder / "diabetes.parquet"
     pq.write_table(table, path)
     return path

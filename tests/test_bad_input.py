@@ -14,23 +14,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline import cli, config, ingest, nodes, settings, table_example_gen
+from pipeline import cli, config, nodes, preflight, settings, table_example_gen
 from tests.conftest import run_tfxp
-from tests.datasets import PROJECT_ROOT, read_csv
+from tests.datasets import read_csv
 
 HEADER = "species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year"
 ROW = "Adelie,Torgersen,39.1,18.7,181,3750,male,2007"
-
-
-@pytest.fixture
-def project(tmp_path) -> Path:
-    """A copy of the penguins project (file, schema, data) that a test may break."""
-    folder = tmp_path / "project"
-    (folder / "data").mkdir(parents=True)
-    shutil.copy(PROJECT_ROOT / config.CONFIG_FILE, folder / config.CONFIG_FILE)
-    shutil.copytree(PROJECT_ROOT / "schema", folder / "schema")
-    shutil.copy(PROJECT_ROOT / "data" / "penguins.csv", folder / "data" / "penguins.csv")
-    return folder
 
 
 def _data(project: Path, name: str = "penguins.csv") -> Path:
@@ -64,7 +53,7 @@ def _examples(project: Path, name: str = "penguins.csv") -> list[dict]:
     import tensorflow as tf
 
     resolved = _resolved(project)
-    ingest.check_data(resolved)
+    preflight.check_data(resolved)
     records = table_example_gen.serialized_examples(str(_data(project, name)), "csv", resolved.column_types)
     examples = []
     for record in records:
@@ -262,13 +251,14 @@ def _pipeline_stopped_by_anomalies(project: Path) -> str:
     assert "data anomalies stopped the run before Transform" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert "✗ AnomaliesGate" in result.stdout
-    store = lineage.open_store(str(project / "outputs" / "metadata.sqlite"))
+    store = lineage.open_store(project / "outputs")
     (run,) = [lineage.run_executions(store, r) for r in lineage.pipeline_runs(store)]
     assert nodes.TRANSFORM not in run and nodes.TRAINER not in run
     assert not (project / "outputs" / "serving").exists()
     return " ".join(result.stderr.split())
 
 
+@pytest.mark.pipeline
 def test_new_category_not_in_the_schema(project):
     header, rows = read_csv(_data(project))
     for row in rows[:40]:
@@ -286,12 +276,13 @@ def _split_bucket(record: bytes) -> int:
     return int(hashlib.sha256(record).hexdigest(), 16) % 100
 
 
+@pytest.mark.pipeline
 def test_eval_split_with_no_rows(project):
     resolved = _resolved(project)
     header, rows = read_csv(_data(project))
     records = list(table_example_gen.serialized_examples(str(_data(project)), "csv", resolved.column_types))
     train_buckets = 100 - round(resolved.project.split.eval_fraction * 100)
-    kept = [row for row, record in zip(rows, records) if _split_bucket(record) < train_buckets]
+    kept = [row for row, record in zip(rows, records, strict=True) if _split_bucket(record) < train_buckets]
     assert 150 < len(kept) < len(rows)
     _write(project, "\n".join(",".join(r) for r in [header, *kept]) + "\n")
     message = _pipeline_stopped_by_anomalies(project)

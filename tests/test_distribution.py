@@ -5,7 +5,8 @@ import subprocess
 import sys
 import textwrap
 
-from tests.conftest import PROJECT_ROOT
+from models import training
+from tests.datasets import PROJECT_ROOT
 
 # Logical devices must be configured before TensorFlow initialises, hence a fresh process.
 SCRIPT = textwrap.dedent(
@@ -14,7 +15,7 @@ SCRIPT = textwrap.dedent(
     import models
     import numpy as np
     import tensorflow as tf
-    from models import distribution, features, hyperparameters, network, training
+    from models import distribution, encodings, features, hyperparameters, training
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -26,7 +27,7 @@ SCRIPT = textwrap.dedent(
     x = {"length_xf": rng.normal(size=n).astype("float32"), "island_xf": rng.integers(0, 3, size=n)}
     y = (x["length_xf"] > 0).astype("int64")
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).repeat()
-    inputs = [network.ModelInput("length_xf"), network.ModelInput("island_xf", 3)]
+    inputs = [encodings.ModelInput("length_xf"), encodings.ModelInput("island_xf", 3)]
     label = features.Label("y", features.Problem.MULTICLASS, ("no", "yes"))
 
     model = training.fit(strategy, hyperparameters.search_space(), inputs, label, data, data, 80, 4, sys.argv[1])
@@ -37,6 +38,8 @@ SCRIPT = textwrap.dedent(
         "mirrored": type(model.trainable_variables[0]).__name__,
         "accuracy": float(model.evaluate(data, steps=8, verbose=0)[1]),
         "default_here": type(distribution.choose_strategy()).__name__,
+        "global_batch": training.global_batch_size(strategy),
+        "default_batch": training.global_batch_size(distribution.choose_strategy()),
     }))
     """
 )
@@ -56,4 +59,6 @@ def test_training_runs_mirrored_over_two_logical_devices(tmp_path):
     assert result["accuracy"] > 0.9
     # No GPU on this machine: choose_strategy falls back to the default strategy.
     assert result["default_here"] == "_DefaultDistributionStrategy"
+    # Each replica keeps its batch, so the global batch grows with the replicas.
+    assert result["global_batch"] == 2 * result["default_batch"] == 2 * training.BATCH_SIZE
     assert list((tmp_path / "logs" / "train").glob("events.out.tfevents.*"))

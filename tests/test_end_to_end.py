@@ -8,12 +8,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from models import features
+from models import encodings
 from pipeline import lineage, nodes, rerun
-from tests.conftest import FAST_RUN_ARGS, PROJECT_ROOT, run_tfxp
+from tests.conftest import FAST_RUN_ARGS, run_tfxp
+from tests.datasets import PROJECT_ROOT
 
 LABEL = "species"  # the penguins project's label, as tfxp.toml names it
 ALL_NODES = {
@@ -24,7 +26,7 @@ ALL_NODES = {
 
 
 def _runs(output: Path):
-    store = lineage.open_store(str(output / "metadata.sqlite"))
+    store = lineage.open_store(output)
     return store, [lineage.run_executions(store, run) for run in lineage.pipeline_runs(store)]
 
 
@@ -32,6 +34,7 @@ def _versions(output: Path) -> list[Path]:
     return sorted((output / "serving" / "penguins").iterdir())
 
 
+@pytest.mark.pipeline
 def test_first_run_executes_every_component_once(two_runs):
     _, runs = _runs(two_runs.output)
     first = runs[0]
@@ -39,6 +42,7 @@ def test_first_run_executes_every_component_once(two_runs):
     assert {node: ex.state for node, ex in first.items()} == {node: "COMPLETE" for node in ALL_NODES}
 
 
+@pytest.mark.pipeline
 def test_unchanged_rerun_answers_from_the_record_and_pushes_nothing(two_runs):
     _, runs = _runs(two_runs.output)
     assert len(runs) == 1  # TFX was not started: no second pipeline run in MLMD
@@ -49,20 +53,22 @@ def test_unchanged_rerun_answers_from_the_record_and_pushes_nothing(two_runs):
     assert "✓" not in out
 
 
-def test_without_the_record_an_unchanged_rerun_is_all_tfx_cache(two_runs):
-    (two_runs.output / rerun.RECORD_FILE).unlink()
-    result = run_tfxp("run", "--output", str(two_runs.output), *FAST_RUN_ARGS)
+@pytest.mark.pipeline
+def test_without_the_record_an_unchanged_rerun_is_all_tfx_cache(finished_run):
+    (finished_run / rerun.RECORD_FILE).unlink()
+    result = run_tfxp("run", "--output", str(finished_run), *FAST_RUN_ARGS)
     assert result.code == 0, result.stderr
-    _, runs = _runs(two_runs.output)
+    _, runs = _runs(finished_run)
     latest = runs[-1]
     resolver_free = ALL_NODES - {nodes.BASELINE_RESOLVER}
     assert {node: latest[node].state for node in resolver_free} == {node: "CACHED" for node in resolver_free}
     assert latest[nodes.TRAINER].output("model").id == runs[0][nodes.TRAINER].output("model").id
-    assert len(_versions(two_runs.output)) == 1
+    assert len(_versions(finished_run)) == 1
     assert "nothing new was pushed" in result.stdout
-    assert (two_runs.output / rerun.RECORD_FILE).is_file()  # recorded again for the next rerun
+    assert (finished_run / rerun.RECORD_FILE).is_file()  # recorded again for the next rerun
 
 
+@pytest.mark.pipeline
 def test_run_shows_progress_and_a_summary(two_runs):
     out = two_runs.first.stdout
     for node in ALL_NODES:
@@ -74,8 +80,13 @@ def test_run_shows_progress_and_a_summary(two_runs):
     assert f"tfxp tensorboard --output {two_runs.output}" in " ".join(out.split())
     assert "Code: training@" in out and "tfx_user_code_Trainer" in out  # which code made the model
     assert "Traceback" not in two_runs.first.stderr
+    (log,) = (two_runs.output / "logs").glob("run-*.log")  # the second run was answered without TFX
+    logged = log.read_text()
+    assert "Training with hyperparameters {'hidden_layers'" in logged and "global batch 32" in logged
+    assert "Total params" in logged  # run_fn's model summary
 
 
+@pytest.mark.pipeline
 def test_pushed_model_is_in_tf_serving_layout(two_runs):
     (version,) = _versions(two_runs.output)
     assert version.name.isdigit()
@@ -93,6 +104,7 @@ def _eval_examples(output: Path) -> list[tf.train.Example]:
     return examples
 
 
+@pytest.mark.pipeline
 def test_pushed_model_classifies_held_out_penguins_from_serialized_examples(two_runs):
     (version,) = _versions(two_runs.output)
     model = tf.saved_model.load(str(version))
@@ -105,20 +117,22 @@ def test_pushed_model_classifies_held_out_penguins_from_serialized_examples(two_
     outputs = model.signatures["serving_default"](examples=tf.constant([e.SerializeToString() for e in examples]))
     assert outputs["probabilities"].shape == (len(examples), 3)
     predicted = [name.decode() for name in outputs["class_name"].numpy()]
-    accuracy = sum(p == t for p, t in zip(predicted, labels)) / len(labels)
+    accuracy = sum(p == t for p, t in zip(predicted, labels, strict=True)) / len(labels)
     assert len(labels) > 80
     assert accuracy > 0.85, accuracy  # chance is under 0.45
 
 
+@pytest.mark.pipeline
 def test_transform_features_signature_gives_tfma_the_label(two_runs):
     (version,) = _versions(two_runs.output)
     model = tf.saved_model.load(str(version))
     examples = _eval_examples(two_runs.output)[:4]
     out = model.signatures["transform_features"](examples=tf.constant([e.SerializeToString() for e in examples]))
-    assert features.transformed_name(LABEL) in out
-    assert out[features.transformed_name(LABEL)].shape == (4,)
+    assert encodings.transformed_name(LABEL) in out
+    assert out[encodings.transformed_name(LABEL)].shape == (4,)
 
 
+@pytest.mark.pipeline
 def test_lineage_links_pushed_model_to_its_training_examples(two_runs):
     store, runs = _runs(two_runs.output)
     first = runs[0]
@@ -134,6 +148,7 @@ def test_lineage_links_pushed_model_to_its_training_examples(two_runs):
     assert first[nodes.TRAINER].inputs["examples"][0].id == first[nodes.TRANSFORM].output("transformed_examples").id
 
 
+@pytest.mark.pipeline
 def test_tensorboard_logs_hold_the_training_loss(two_runs):
     run_dir = nodes.training_logs(two_runs.output / "pipeline")
     (train_dir,) = run_dir.glob("*/train")
@@ -156,6 +171,7 @@ def _get_json(url: str):
         return json.load(response)
 
 
+@pytest.mark.pipeline
 def test_tfxp_tensorboard_serves_the_training_curves(two_runs):
     port = _free_port()
     server = subprocess.Popen(
@@ -180,23 +196,24 @@ def test_tfxp_tensorboard_serves_the_training_curves(two_runs):
         server.wait(timeout=30)
 
 
-def test_a_model_below_the_bar_is_not_pushed(two_runs):
-    """Runs last on the shared folder: only the Evaluator's threshold changes, so only it and Pusher re-run."""
-    result = run_tfxp("run", "--output", str(two_runs.output), *FAST_RUN_ARGS, "--threshold", "1.0")
+@pytest.mark.pipeline
+def test_a_model_below_the_bar_is_not_pushed(finished_run):
+    """Only the Evaluator's threshold changes after a blessed run, so only it and the Pusher re-run."""
+    result = run_tfxp("run", "--output", str(finished_run), *FAST_RUN_ARGS, "--threshold", "1.0")
     assert result.code == 3, result.stderr
     out = " ".join(result.stdout.split())
     assert "Not blessed: Overall: accuracy = 0.9" in out and "misses ≥ 1" in out
     assert "Not pushed;" in out
-    assert len(_versions(two_runs.output)) == 1
-    _, runs = _runs(two_runs.output)
+    assert len(_versions(finished_run)) == 1
+    _, runs = _runs(finished_run)
     assert runs[-1][nodes.TRAINER].state == "CACHED"
     assert runs[-1][nodes.EVALUATOR].state == "COMPLETE"
     assert lineage.custom_property(runs[-1][nodes.PUSHER].output("pushed_model"), "pushed") == 0
-    again = run_tfxp("run", "--output", str(two_runs.output), *FAST_RUN_ARGS, "--threshold", "1.0")
+    again = run_tfxp("run", "--output", str(finished_run), *FAST_RUN_ARGS, "--threshold", "1.0")
     assert again.code == 3  # the unchanged rerun replays the verdict too
     replayed = " ".join(again.stdout.split())
     assert "Nothing changed since the run" in replayed and "Not blessed: Overall: accuracy = 0.9" in replayed
-    assert len(_runs(two_runs.output)[1]) == len(runs)
+    assert len(_runs(finished_run)[1]) == len(runs)
 
 
 def test_missing_data_folder_is_one_clear_error(tmp_path):

@@ -6,11 +6,11 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from models import features
-from models.features import Encoding, Override, Problem
+from models import encodings, features
+from models.encodings import Encoding
+from models.features import Override, Problem
 from pipeline import config, settings
 from tests.datasets import PROJECT_ROOT
-
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_declarations_survive_the_trip_through_custom_config(penguins):
 
 def test_transformed_names_never_collide_with_raw_names(penguins):
     raw = {f.name for f in penguins.declarations.features} | {"species"}
-    transformed = {features.transformed_name(n) for n in raw} | {features.missing_indicator_name(n) for n in raw}
+    transformed = {encodings.transformed_name(n) for n in raw} | {encodings.missing_indicator_name(n) for n in raw}
     assert len(transformed) == 2 * len(raw)
     assert not raw & transformed
 

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import hyperparameters, network
+from models import encodings, hyperparameters, network
 from models.features import OUTPUT_NAMES, Label, Problem
 
 INPUTS = [
-    network.ModelInput("length_xf"),
-    network.ModelInput("island_xf", cardinality=4),
-    network.ModelInput("company_xf", cardinality=1000),  # above the one-hot limit: embedded
+    encodings.ModelInput("length_xf"),
+    encodings.ModelInput("island_xf", cardinality=4),
+    encodings.ModelInput("company_xf", cardinality=1000),  # above the one-hot limit: embedded
 ]
 MULTICLASS = Label("species", Problem.MULTICLASS, ("a", "b", "c"))
 BINARY = Label("churned", Problem.BINARY, ("no", "yes"))
@@ -27,8 +27,8 @@ def _rows(n: int) -> dict:
     }
 
 
-def _model(label: Label, target=network.TargetScale()):
-    return network.build_model(hyperparameters.search_space(), INPUTS, label, target)
+def _model(label: Label, target: network.TargetScale | None = None):
+    return network.build_model(hyperparameters.search_space(), INPUTS, label, target or network.TargetScale())
 
 
 def test_multiclass_outputs_one_probability_row_per_example():

@@ -19,6 +19,8 @@ from pipeline import lineage, nodes
 from tests import datasets
 from tests.conftest import CliResult, run_tfxp
 
+pytestmark = pytest.mark.pipeline  # every test here reads a project after `tfxp init` and `tfxp run`
+
 NO_TUNER = ("--no-tuner",)  # the Tuner is covered by the penguins run; these check the data paths
 
 
@@ -43,7 +45,7 @@ class Project:
         return sorted(folder.iterdir()) if folder.exists() else []
 
     def lineage(self):
-        store = lineage.open_store(str(self.output / "metadata.sqlite"))
+        store = lineage.open_store(self.output)
         return store, [lineage.run_executions(store, run) for run in lineage.pipeline_runs(store)]
 
 

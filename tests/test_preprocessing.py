@@ -10,10 +10,11 @@ import tensorflow_transform.beam as tft_beam
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from models import features, preprocessing
-from models.features import Encoding, Feature, Label, Problem
+from models import encodings, features, preprocessing
+from models.encodings import Encoding
+from models.features import Feature, Label, Problem
 
-XF = features.transformed_name
+XF = encodings.transformed_name
 
 SCHEMA = text_format.Parse("""
 feature { name: "length" type: FLOAT value_count { min: 1 max: 1 } presence { min_count: 1 } }
@@ -90,8 +91,8 @@ def test_numeric_is_z_scored_with_missing_imputed_to_the_mean(transformed):
 
 def test_optional_numeric_gets_a_missing_indicator_and_required_does_not(transformed):
     rows, _ = transformed
-    assert [row[features.missing_indicator_name("length")] for row in rows] == [0.0, 0.0, 1.0, 0.0]
-    assert features.missing_indicator_name("mass") not in rows[0]
+    assert [row[encodings.missing_indicator_name("length")] for row in rows] == [0.0, 0.0, 1.0, 0.0]
+    assert encodings.missing_indicator_name("mass") not in rows[0]
 
 
 def test_constant_column_becomes_zero_not_nan(transformed):
@@ -150,8 +151,8 @@ def test_classification_label_is_the_index_in_the_declared_class_order(transform
 def test_only_declared_outputs_come_out(transformed):
     rows, _ = transformed
     expected = {XF(f.name) for f in DECLARED.features if f.encoding is not Encoding.TIMESTAMP}
-    expected |= {XF(f"{name}_{part}") for name in ("signed_up", "unix_time") for part in features.TIMESTAMP_PARTS}
-    expected |= {features.missing_indicator_name("length"), XF("species")}
+    expected |= {XF(f"{name}_{part}") for name in ("signed_up", "unix_time") for part in encodings.Timestamp.PARTS}
+    expected |= {encodings.missing_indicator_name("length"), XF("species")}
     assert set(rows[0]) == expected
 
 

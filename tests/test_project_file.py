@@ -9,9 +9,8 @@ import pytest
 from ml_metadata.proto import metadata_store_pb2
 
 from models.features import Problem
-from pipeline import config, ingest, nodes, settings, table_example_gen
+from pipeline import config, nodes, preflight, settings, table_example_gen
 from pipeline.wiring import create_pipeline
-from tests.datasets import PROJECT_ROOT
 
 MINIMAL = """
 model_name = "penguins"
@@ -21,12 +20,10 @@ column = "species"
 
 
 @pytest.fixture
-def project(tmp_path) -> Path:
-    """A project folder with the penguins schema and data, and a minimal project file."""
-    shutil.copytree(PROJECT_ROOT / "schema", tmp_path / "schema")
-    shutil.copytree(PROJECT_ROOT / "data", tmp_path / "data")
-    (tmp_path / config.CONFIG_FILE).write_text(MINIMAL)
-    return tmp_path
+def project(project) -> Path:
+    """The penguins project with a minimal project file."""
+    (project / config.CONFIG_FILE).write_text(MINIMAL)
+    return project
 
 
 def _load(project: Path, **overrides) -> config.Project:
@@ -115,7 +112,7 @@ def test_tfrecord_data_goes_through_import_example_gen(project):
             writer.write(record)
     (project / "data" / "penguins.csv").unlink()
     resolved = settings.resolve(_load(project, **{"data.format": "tfrecord"}), project)
-    assert ingest.check_data(resolved).rows == 344
+    assert preflight.check_data(resolved).rows == 344
     example_gen = _components(resolved)[nodes.EXAMPLE_GEN]
     assert type(example_gen).__name__ == "ImportExampleGen"
     assert '"pattern": "*.tfrecord*"' in example_gen.exec_properties["input_config"]

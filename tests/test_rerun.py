@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,15 +16,6 @@ from pipeline.wiring import PREPROCESSING_DIGEST, create_pipeline
 from tests.datasets import PROJECT_ROOT
 
 REPORT = {"blessed": True, "pushed": True}
-
-
-@pytest.fixture
-def project(tmp_path) -> Path:
-    """A copy of the penguins project, with its own output folder."""
-    for folder in ("schema", "data"):
-        shutil.copytree(PROJECT_ROOT / folder, tmp_path / folder)
-    shutil.copy(PROJECT_ROOT / config.CONFIG_FILE, tmp_path / config.CONFIG_FILE)
-    return tmp_path
 
 
 def _settings(project: Path, **overrides) -> settings.Settings:
@@ -47,7 +39,7 @@ def _add_execution(metadata: Path) -> None:
 
 @pytest.mark.parametrize("change", ["data", "new_file", "schema", "setting", "store", "serving"])
 def test_any_input_change_means_a_real_run(project, change):
-    metadata = project / "outputs" / "metadata.sqlite"
+    metadata = project / "outputs" / settings.METADATA_FILE
     _add_execution(metadata)
     rerun.record(_settings(project), REPORT, "then")
     csv = project / "data" / "penguins.csv"
@@ -101,3 +93,15 @@ def test_the_preprocessing_digest_follows_the_source(tmp_path, monkeypatch):
     assert settings.source_digest(("pkg.prep",)) == before
     (package / "prep.py").write_text("X = 2\n")
     assert settings.source_digest(("pkg.prep",)) != before
+
+
+def test_the_preprocessing_digest_covers_every_model_module_transform_runs():
+    """A models/ module that preprocessing_fn imports but the digest leaves out would let Transform reuse stale output."""
+    script = (
+        "import sys, models.preprocessing; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('models.'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert set(loaded) == set(settings.PREPROCESSING_MODULES)
+    assert settings.PREPROCESSING_FN == "models.preprocessing.preprocessing_fn"

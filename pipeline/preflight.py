@@ -12,8 +12,7 @@ import csv
 import dataclasses
 import io
 import math
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from models import features
+from models import encodings, features
+from pipeline import tables
 from pipeline.config import ConfigError
 from pipeline.settings import Settings, check_inside_project, configured_columns
 
-ARROW_TYPES = {"INT": pa.int64(), "FLOAT": pa.float64(), "BYTES": pa.string()}
-TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?)?(Z|[+-]\d{2}:?\d{2})?$")
 MAX_SHOWN = 60  # characters of a bad value or row quoted in a message
 
 
@@ -46,11 +44,6 @@ class DataSummary:
 def _shown(text: str) -> str:
     """A value or row as quoted in a message, shortened."""
     return repr(text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "…")
-
-
-def data_files(folder: Path, pattern: str) -> list[Path]:
-    """The files of one batch, in a stable order."""
-    return sorted(p for p in folder.glob(pattern) if p.is_file())
 
 
 # ---------------------------------------------------------------- checks shared by every format
@@ -91,11 +84,12 @@ def _empty_column_error(folder: Path, column: str) -> DataError:
     )
 
 
-def _timestamp_columns(settings: Settings) -> set[str]:
-    """String columns the project encodes as timestamps, whose format the checks verify."""
+def _text_checks(settings: Settings) -> dict[str, Callable[[str], str | None]]:
+    """The format check each string column's encoding puts on its raw text (timestamps must parse)."""
     return {
-        f.name for f in settings.declarations.features
-        if f.encoding is features.Encoding.TIMESTAMP and settings.column_types[f.name] == "BYTES"
+        f.name: encodings.of(f.encoding).check_text
+        for f in settings.declarations.features
+        if settings.column_types[f.name] == "BYTES"
     }
 
 
@@ -139,16 +133,19 @@ def _records(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
         raise DataError(f"{path}, line {line}: malformed CSV: {error}") from None
 
 
-def _value_checker(kind: str, column: str, is_label: bool, is_timestamp: bool):
+def _value_checker(kind: str, column: str, text_check: Callable[[str], str | None] | None):
     """A function that returns an error text for a bad non-empty value of `column`, else None."""
     if kind == "INT":
+
         def check(value: str) -> str | None:
             try:
                 int(value)
             except ValueError:
                 return f"{_shown(value)} is not an integer, but the schema says '{column}' is INT"
             return None
+
     elif kind == "FLOAT":
+
         def check(value: str) -> str | None:
             try:
                 number = float(value)
@@ -157,11 +154,13 @@ def _value_checker(kind: str, column: str, is_label: bool, is_timestamp: bool):
             if not math.isfinite(number):
                 return f"{value} is not a finite number; leave the field empty for a missing value"
             return None
-    elif is_timestamp:
+
+    elif text_check is not None:
+
         def check(value: str) -> str | None:
-            if not TIMESTAMP.match(value):
-                return f"{_shown(value)} is not an ISO-8601 timestamp such as 2024-05-31 17:45:00"
-            return None
+            problem = text_check(value)
+            return None if problem is None else f"{_shown(value)} {problem}"
+
     else:
         return None
     return check
@@ -173,7 +172,7 @@ def _check_csv(files: list[Path], settings: Settings) -> int:
     first_file = files[0]
     label = settings.project.label.column
     types = settings.column_types
-    timestamps = _timestamp_columns(settings)
+    text_checks = _text_checks(settings)
     filled = collections.Counter()
     total = 0
     for path in files:
@@ -191,7 +190,7 @@ def _check_csv(files: list[Path], settings: Settings) -> int:
                 "all files of one batch need the same header"
             )
         checks = [
-            (i, name, _value_checker(types[name], name, name == label, name in timestamps))
+            (i, name, _value_checker(types[name], name, text_checks.get(name)))
             for i, name in enumerate(header)
         ]
         label_index = header.index(label)
@@ -225,18 +224,6 @@ def _check_csv(files: list[Path], settings: Settings) -> int:
 # ---------------------------------------------------------------- Parquet
 
 
-def arrow_kind(arrow_type: pa.DataType) -> str | None:
-    """The schema type an Arrow column is stored as in tf.Examples."""
-    if pa.types.is_integer(arrow_type) or pa.types.is_boolean(arrow_type):
-        return "INT"
-    if pa.types.is_floating(arrow_type):
-        return "FLOAT"
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_binary(arrow_type) \
-            or pa.types.is_temporal(arrow_type) or pa.types.is_dictionary(arrow_type):
-        return "BYTES"
-    return None
-
-
 def _check_parquet(files: list[Path], settings: Settings) -> int:
     """Checks every Parquet file of one batch: columns, types against the schema, labels and numbers."""
     label = settings.project.label.column
@@ -258,7 +245,7 @@ def _check_parquet(files: list[Path], settings: Settings) -> int:
             raise DataError(f"{path} has no rows")
         for name in table.column_names:
             column = table.column(name).combine_chunks()
-            stored = arrow_kind(column.type)
+            stored = tables.arrow_kind(column.type)
             expected = types[name]
             if stored is None or (stored != expected and not (stored == "INT" and expected == "FLOAT")):
                 raise DataError(f"{path}, column '{name}': stored as {column.type}, but the schema says {expected}")
@@ -312,7 +299,7 @@ def check_data(settings: Settings) -> DataSummary:
     """Checks the files this run will read, raising DataError at the first problem."""
     folder = settings.input_folder
     pattern = settings.project.data.file_pattern
-    files = data_files(folder, pattern)
+    files = tables.data_files(folder, pattern)
     if not files:
         raise DataError(f"no files match {folder / pattern}")
     for path in files:
