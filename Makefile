@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 READY := $(VENV)/.ready
 
-.PHONY: setup run test test-fast bench clean help
+.PHONY: setup run test test-fast lint format bench clean help
 .DEFAULT_GOAL := help
 
 help: ## Show these targets
@@ -28,6 +28,14 @@ test: $(READY) ## Run the unit and end-to-end tests
 
 test-fast: $(READY) ## Run the tests that start no pipeline (under 2 minutes)
 	$(VENV)/bin/python -m pytest tests -m "not pipeline"
+
+lint: $(READY) ## Check lint and formatting with ruff (as CI does)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(READY) ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: $(READY) ## Time the pipeline against a plain Keras script (about 15 min); writes bench/RESULTS.md
 	$(VENV)/bin/python -m bench
