@@ -29,18 +29,22 @@ SCALES = (100_000, 1_000_000)
 MULTI_PROCESSING = ("--beam-arg=--direct_running_mode=multi_processing", "--beam-arg=--direct_num_workers=2")
 TRAINED_EXAMPLES = 200 * 32  # train_steps × batch size: what the Trainer reads, whatever the data size
 TARGETS = {  # the issue's targets: ratio ≤ target, except the trainer input ratio (≥)
-    "cold_tuner_off": 2.0, "rerun_unchanged": 0.3, "scale_1000000": 2.0, "trainer_input": 0.9, "serving_batch_1_p50": 1.5,
+    "cold_tuner_off": 2.0,
+    "rerun_unchanged": 0.3,
+    "scale_1000000": 2.0,
+    "trainer_input": 0.9,
+    "serving_batch_1_p50": 1.5,
 }
 # Why each heavy component costs what it does, for RESULTS.md's account of missed targets.
 WHY = {
     nodes.EXAMPLE_GEN: "converts every row to a tf.Example, hash-splits and writes gzipped TFRecords, one "
-                       "Python element per row through Beam",
+    "Python element per row through Beam",
     nodes.STATISTICS_GEN: "TFDV computes full statistics (quantiles, histograms, top-k) per feature and split",
     nodes.TRANSFORM: "TFT runs an analysis pass and a transform pass as Beam pipelines, traces and saves "
-                     "the transform graph, and writes every transformed example",
+    "the transform graph, and writes every transformed example",
     nodes.TRAINER: "builds, trains and exports the model with its Transform layer as a SavedModel",
     nodes.EVALUATOR: "TFMA runs both signatures on every eval example and combines metrics per slice "
-                     "(overall, island, sex) element by element in Beam",
+    "(overall, island, sex) element by element in Beam",
     nodes.TUNER: "trains one model per trial",
 }
 CODE_COPY = WORK / "src"  # models/ and pipeline/ copied, so the rerun section can edit the model code
@@ -71,7 +75,9 @@ def pipeline_run(output: str, *args: str, code_copy: bool = False) -> dict:
     recorded = json.loads((folder / rerun.RECORD_FILE).read_text())["report"]
     parts = {n: dataclasses.asdict(c) for n, c in measure.components(folder).items()}
     result = {
-        "seconds": timed.seconds, "exit_code": timed.code, "output": str(folder),
+        "seconds": timed.seconds,
+        "exit_code": timed.code,
+        "output": str(folder),
         "replayed": "Nothing changed since the run" in timed.stdout,
         "pushed_new_version": measure.serving_versions(folder) != before,
         "accuracy": recorded["slices"]["Overall"].get("sparse_categorical_accuracy"),
@@ -79,8 +85,10 @@ def pipeline_run(output: str, *args: str, code_copy: bool = False) -> dict:
         "components": parts,
         "pipeline_seconds": sum(c["seconds"] for c in parts.values()),
     }
-    step(f"  tfxp run {' '.join(args)} → {output}: {timed.seconds:.1f} s"
-         + (" (replayed: nothing changed)" if result["replayed"] else f", pipeline {result['pipeline_seconds']:.1f} s"))
+    step(
+        f"  tfxp run {' '.join(args)} → {output}: {timed.seconds:.1f} s"
+        + (" (replayed: nothing changed)" if result["replayed"] else f", pipeline {result['pipeline_seconds']:.1f} s")
+    )
     return result
 
 
@@ -93,7 +101,11 @@ def fixed_cost() -> dict:
     on_pipeline = pipeline_run("cold-tuner-on", code_copy=True)
     tuned_plain = plain(PENGUINS_CSV, "tuner-off-no-autograph", "--skip-keras-autograph")
     return {
-        "tuner_off": {"plain": off_plain, "pipeline": off_pipeline, "ratio": off_pipeline["seconds"] / off_plain["seconds"]},
+        "tuner_off": {
+            "plain": off_plain,
+            "pipeline": off_pipeline,
+            "ratio": off_pipeline["seconds"] / off_plain["seconds"],
+        },
         "tuner_on": {"plain": on_plain, "pipeline": on_pipeline, "ratio": on_pipeline["seconds"] / on_plain["seconds"]},
         "plain_without_keras_autograph": tuned_plain,
     }
@@ -110,14 +122,19 @@ def rerun_cost(fixed: dict) -> dict:
     edited = pipeline_run("cold-tuner-on", code_copy=True)
     states = {n: c["state"] for n, c in edited["components"].items()}
     return {
-        "unchanged": {**unchanged, "ratio": unchanged["seconds"] / fixed["tuner_off"]["plain"]["seconds"],
-                      "ratio_to_plain_tuner_on": unchanged["seconds"] / fixed["tuner_on"]["plain"]["seconds"]},
+        "unchanged": {
+            **unchanged,
+            "ratio": unchanged["seconds"] / fixed["tuner_off"]["plain"]["seconds"],
+            "ratio_to_plain_tuner_on": unchanged["seconds"] / fixed["tuner_on"]["plain"]["seconds"],
+        },
         "unchanged_through_tfx_cache": {
-            **through_tfx, "ratio": through_tfx["seconds"] / fixed["tuner_off"]["plain"]["seconds"],
+            **through_tfx,
+            "ratio": through_tfx["seconds"] / fixed["tuner_off"]["plain"]["seconds"],
             "executed": [n for n, c in through_tfx["components"].items() if c["state"] == "COMPLETE"],
         },
         "model_code_change": {
-            **edited, "change": "models/network.py: ONE_HOT_LIMIT = 64 → 48",
+            **edited,
+            "change": "models/network.py: ONE_HOT_LIMIT = 64 → 48",
             "executed": [n for n, s in states.items() if s == "COMPLETE"],
             "cached": [n for n, s in states.items() if s == "CACHED"],
             "ratio_to_cold": edited["seconds"] / fixed["tuner_on"]["pipeline"]["seconds"],
@@ -147,19 +164,30 @@ def scale() -> dict:
         step(f"  {rows} rows generated; pyarrow.csv.read_csv {arrow:.2f} s")
         plain_run = plain(csv, f"{rows}")
         run = pipeline_run(f"scale-{rows}", "--no-tuner", "--data", str(csv.parent))
-        handled = {nodes.EXAMPLE_GEN: rows, nodes.STATISTICS_GEN: rows, nodes.TRANSFORM: rows,
-                   nodes.TRAINER: TRAINED_EXAMPLES, nodes.EVALUATOR: run["eval_examples"]}
+        handled = {
+            nodes.EXAMPLE_GEN: rows,
+            nodes.STATISTICS_GEN: rows,
+            nodes.TRANSFORM: rows,
+            nodes.TRAINER: TRAINED_EXAMPLES,
+            nodes.EVALUATOR: run["eval_examples"],
+        }
         rates = {n: handled[n] / run["components"][n]["seconds"] for n in handled}
         sizes[str(rows)] = {
-            "plain": plain_run, "pipeline": run, "ratio": run["seconds"] / plain_run["seconds"],
-            "examples_per_second": rates, "arrow_read_seconds": arrow,
+            "plain": plain_run,
+            "pipeline": run,
+            "ratio": run["seconds"] / plain_run["seconds"],
+            "examples_per_second": rates,
+            "arrow_read_seconds": arrow,
             "vs_arrow": {n: rates[n] / (rows / arrow) for n in (nodes.EXAMPLE_GEN, nodes.STATISTICS_GEN)},
         }
     small, large = (sizes[str(r)] for r in SCALES)
     fits = {}
     for side in ("pipeline", "plain"):
         per_example = (large[side]["seconds"] - small[side]["seconds"]) / (SCALES[1] - SCALES[0])
-        fits[side] = {"per_example_us": per_example * 1e6, "fixed_seconds": small[side]["seconds"] - per_example * SCALES[0]}
+        fits[side] = {
+            "per_example_us": per_example * 1e6,
+            "fixed_seconds": small[side]["seconds"] - per_example * SCALES[0],
+        }
     per_component = {}
     for node in large["pipeline"]["components"]:
         a, b = (s["pipeline"]["components"][node]["seconds"] for s in (small, large))
@@ -175,14 +203,20 @@ def beam_mode(scaled: dict) -> dict:
     _, counts_in_memory = measure.python_json("bench.micro", "record_counts", in_memory["output"])
     _, counts_multi = measure.python_json("bench.micro", "record_counts", multi["output"])
     compared = {
-        node: {"in_memory": in_memory["components"][node]["seconds"], "multi_processing": multi["components"][node]["seconds"]}
+        node: {
+            "in_memory": in_memory["components"][node]["seconds"],
+            "multi_processing": multi["components"][node]["seconds"],
+        }
         for node in (nodes.EXAMPLE_GEN, nodes.STATISTICS_GEN, nodes.TRANSFORM, nodes.EVALUATOR)
     }
     for times in compared.values():
         times["ratio"] = times["multi_processing"] / times["in_memory"]
-    return {"components": compared, "record_counts": {"in_memory": counts_in_memory, "multi_processing": counts_multi},
-            "counts_equal": counts_in_memory == counts_multi,
-            "whole_run": {"in_memory": in_memory["seconds"], "multi_processing": multi["seconds"]}}
+    return {
+        "components": compared,
+        "record_counts": {"in_memory": counts_in_memory, "multi_processing": counts_multi},
+        "counts_equal": counts_in_memory == counts_multi,
+        "whole_run": {"in_memory": in_memory["seconds"], "multi_processing": multi["seconds"]},
+    }
 
 
 def micro(scaled: dict, fixed: dict) -> dict:
@@ -198,23 +232,29 @@ def micro(scaled: dict, fixed: dict) -> dict:
 
 def render(results: dict) -> None:
     """Writes RESULTS.md from the results."""
-    template = jinja2.Environment(loader=jinja2.FileSystemLoader(BENCH), trim_blocks=True, lstrip_blocks=True,
-                                  undefined=jinja2.StrictUndefined)
+    template = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(BENCH), trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined
+    )
     (BENCH / "RESULTS.md").write_text(template.get_template("RESULTS.md.j2").render(r=results, why=WHY))
 
 
 def main() -> None:
     """Runs every section and writes bench/results.json and bench/RESULTS.md (`--render`: only the latter)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--render", action="store_true",
-                        help="only rewrite RESULTS.md from bench/results.json (after editing the template)")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only rewrite RESULTS.md from bench/results.json (after editing the template)",
+    )
     if parser.parse_args().render:
         render(json.loads((BENCH / "results.json").read_text()))
         return
     started = time.perf_counter()
     shutil.rmtree(WORK, ignore_errors=True)
     for package in ("models", "pipeline"):  # the rerun section edits this copy, never the project's code
-        shutil.copytree(measure.PROJECT_ROOT / package, CODE_COPY / package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            measure.PROJECT_ROOT / package, CODE_COPY / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     results = {"machine": measure.machine(), "date": f"{datetime.datetime.now():%Y-%m-%d %H:%M}", "targets": TARGETS}
     results["fixed_cost"] = fixed_cost()
     results["rerun"] = rerun_cost(results["fixed_cost"])

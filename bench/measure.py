@@ -30,8 +30,9 @@ class Timed:
 def run_process(args: list[str], cwd: Path | None = None, timeout: float = 1800) -> Timed:
     """Runs a command (from the project folder by default) and times it from start to exit."""
     started = time.perf_counter()
-    proc = subprocess.run(args, cwd=cwd or PROJECT_ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **QUIET})
+    proc = subprocess.run(
+        args, cwd=cwd or PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **QUIET}
+    )
     return Timed(time.perf_counter() - started, proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -39,7 +40,9 @@ def tfxp(*args: str, cwd: Path | None = None) -> Timed:
     """`tfxp ARGS` as a user runs it, failing loudly when the run fails; `cwd` first on the import path."""
     timed = run_process([sys.executable, "-m", "pipeline", *args], cwd)
     if timed.code not in (0, 3):  # 3: ran, but not blessed
-        raise RuntimeError(f"tfxp {' '.join(args)} exited {timed.code}:\n{timed.stdout[-3000:]}\n{timed.stderr[-3000:]}")
+        raise RuntimeError(
+            f"tfxp {' '.join(args)} exited {timed.code}:\n{timed.stdout[-3000:]}\n{timed.stderr[-3000:]}"
+        )
     return timed
 
 
@@ -78,14 +81,26 @@ def serving_versions(output: Path, model_name: str = "penguins") -> list[str]:
 
 def machine() -> dict:
     """What the figures were measured on."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    memory_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                     if line.startswith("MemTotal"))
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory_kb = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
     from importlib.metadata import version
 
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(memory_kb / 2**20, 1),
-        "os": platform.platform(), "python": platform.python_version(),
-        "tfx": version("tfx"), "tensorflow": version("tensorflow"), "apache_beam": version("apache-beam"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kb / 2**20, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "tfx": version("tfx"),
+        "tensorflow": version("tensorflow"),
+        "apache_beam": version("apache-beam"),
     }

@@ -77,34 +77,47 @@ def trainer_input(output: Path) -> dict:
     examples = _artifact(store, transform.output("transformed_examples"))
     accessor = DataAccessor(
         tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []),
-        record_batch_factory=None, data_view_decode_fn=None,
+        record_batch_factory=None,
+        data_view_decode_fn=None,
     )
     train_files = [f"{examples.uri}/Split-train/*"]
     inputs = training.model_inputs(settings.declarations, tft_output)
 
     def fresh_model(steps_per_execution: int = network.STEPS_PER_EXECUTION) -> keras.Model:
         keras.utils.set_random_seed(0)
-        return network.build_model(hyperparameters.search_space(), inputs, label,
-                                   steps_per_execution=steps_per_execution)
+        return network.build_model(
+            hyperparameters.search_space(), inputs, label, steps_per_execution=steps_per_execution
+        )
 
     streamed = training.make_dataset(train_files, accessor, tft_output, label)
     in_memory = streamed.take(TIMED_STEPS).cache().repeat()
     for _ in in_memory.take(TIMED_STEPS):  # fills the cache before timing
         pass
     alternative = 10 if network.STEPS_PER_EXECUTION == 1 else 1
-    rates = _steps_per_second({
-        "tf_data": (fresh_model(), streamed),
-        "in_memory": (fresh_model(), in_memory),
-        f"tf_data_steps_per_execution_{alternative}": (fresh_model(alternative), streamed),
-    })
+    rates = _steps_per_second(
+        {
+            "tf_data": (fresh_model(), streamed),
+            "in_memory": (fresh_model(), in_memory),
+            f"tf_data_steps_per_execution_{alternative}": (fresh_model(alternative), streamed),
+        }
+    )
     examples_per_second = {k: v * training.BATCH_SIZE for k, v in rates.items()}
-    reading = {"shuffled": _batches_per_second(streamed), "unshuffled": _batches_per_second(
-        accessor.tf_dataset_factory(train_files, tfxio.TensorFlowDatasetOptions(
-            batch_size=training.BATCH_SIZE, label_key=label.transformed_name, shuffle=False),
-            tft_output.transformed_metadata.schema).repeat())}
+    reading = {
+        "shuffled": _batches_per_second(streamed),
+        "unshuffled": _batches_per_second(
+            accessor.tf_dataset_factory(
+                train_files,
+                tfxio.TensorFlowDatasetOptions(
+                    batch_size=training.BATCH_SIZE, label_key=label.transformed_name, shuffle=False
+                ),
+                tft_output.transformed_metadata.schema,
+            ).repeat()
+        ),
+    }
     return {
         "batch_size": training.BATCH_SIZE,
-        "steps": TIMED_STEPS, "rounds": ROUNDS,
+        "steps": TIMED_STEPS,
+        "rounds": ROUNDS,
         "examples_per_second": examples_per_second,
         "ratio": examples_per_second["tf_data"] / examples_per_second["in_memory"],
         "steps_per_execution": {"shipped": network.STEPS_PER_EXECUTION, "alternative": alternative},
@@ -147,7 +160,8 @@ def serving(output: Path) -> dict:
         signature = _percentiles(lambda x: serve(examples=x), examples)
         keras_call = _percentiles(lambda x: forward(x, False, None), ready)
         results[f"batch_{batch}"] = {
-            "serving_default": signature, "keras_on_ready_tensors": keras_call,
+            "serving_default": signature,
+            "keras_on_ready_tensors": keras_call,
             "p50_ratio": signature["p50_ms"] / keras_call["p50_ms"],
         }
     return results

@@ -95,7 +95,9 @@ class Encoder:
 
             def column(name, default):  # at most one value per example: the values, and where there were none
                 values = tf.sparse.reset_shape(parsed[name], [rows, 1])
-                present = tf.sparse.to_dense(tf.SparseTensor(values.indices, tf.ones_like(values.indices[:, 0]), values.dense_shape))
+                present = tf.sparse.to_dense(
+                    tf.SparseTensor(values.indices, tf.ones_like(values.indices[:, 0]), values.dense_shape)
+                )
                 return tf.reshape(tf.sparse.to_dense(values, default), [-1]), tf.reshape(present, [-1]) == 0
 
             x = {}
@@ -133,7 +135,9 @@ def tune(encoder: Encoder, label: Label, train_data, eval_data, work_dir: str) -
         project_name="search",
         seed=SEED,
     )
-    tuner.search(train_data, validation_data=eval_data, steps_per_epoch=TUNER_STEPS, validation_steps=EVAL_STEPS, verbose=0)
+    tuner.search(
+        train_data, validation_data=eval_data, steps_per_epoch=TUNER_STEPS, validation_steps=EVAL_STEPS, verbose=0
+    )
     return tuner.get_best_hyperparameters()[0]
 
 
@@ -143,8 +147,11 @@ def main() -> None:
     parser.add_argument("csv")
     parser.add_argument("output_dir")
     parser.add_argument("--tuner", action="store_true", help="run the same KerasTuner search first")
-    parser.add_argument("--skip-keras-autograph", action="store_true",
-                        help="apply the pipeline's AutoGraph fix for tf_keras (off: the script as a user writes it)")
+    parser.add_argument(
+        "--skip-keras-autograph",
+        action="store_true",
+        help="apply the pipeline's AutoGraph fix for tf_keras (off: the script as a user writes it)",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     if args.skip_keras_autograph:
@@ -162,12 +169,26 @@ def main() -> None:
         hp = tune(encoder, label, train_data, eval_data, work_dir) if args.tuner else hyperparameters.search_space()
     model = network.build_model(hp, encoder.inputs(), label)
     epochs = max(1, min(10, TRAIN_STEPS // 10))  # as the pipeline's Trainer
-    model.fit(train_data, epochs=epochs, steps_per_epoch=TRAIN_STEPS // epochs,
-              validation_data=eval_data, validation_steps=EVAL_STEPS, verbose=0)
+    model.fit(
+        train_data,
+        epochs=epochs,
+        steps_per_epoch=TRAIN_STEPS // epochs,
+        validation_data=eval_data,
+        validation_steps=EVAL_STEPS,
+        verbose=0,
+    )
     accuracy = model.evaluate(eval_x, eval_y, batch_size=1024, verbose=0, return_dict=True)["accuracy"]
     model.save(args.output_dir, save_format="tf", signatures={"serving_default": encoder.serving_function(model)})
-    print(json.dumps({"rows": len(train) + len(held_out), "eval_rows": len(held_out), "accuracy": accuracy,
-                      "seconds_in_script": time.monotonic() - started}))
+    print(
+        json.dumps(
+            {
+                "rows": len(train) + len(held_out),
+                "eval_rows": len(held_out),
+                "accuracy": accuracy,
+                "seconds_in_script": time.monotonic() - started,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

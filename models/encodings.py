@@ -200,7 +200,10 @@ class Timestamp(ColumnEncoding):
         return dict(zip(self.part_names(feature.name), (parts[part] for part in self.PARTS), strict=True))
 
     def model_inputs(self, feature: Feature, vocabulary_size: VocabularySize) -> list[ModelInput]:
-        return [ModelInput(name, size) for name, size in zip(self.part_names(feature.name), self.PARTS.values(), strict=True)]
+        return [
+            ModelInput(name, size)
+            for name, size in zip(self.part_names(feature.name), self.PARTS.values(), strict=True)
+        ]
 
 
 _ENCODINGS: dict[Encoding, ColumnEncoding] = {e.encoding: e for e in (Numeric(), Vocabulary(), Hashed(), Timestamp())}

@@ -67,12 +67,14 @@ def _threshold(gate_metric: Metric, gate: Gate) -> tfma.MetricThreshold:
 
     if gate_metric.higher_is_better:
         bound = tfma.GenericValueThreshold(lower_bound={"value": gate.threshold})
-        change = tfma.GenericChangeThreshold(direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                                             absolute={"value": -gate.max_regression})
+        change = tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -gate.max_regression}
+        )
     else:
         bound = tfma.GenericValueThreshold(upper_bound={"value": gate.threshold})
-        change = tfma.GenericChangeThreshold(direction=tfma.MetricDirection.LOWER_IS_BETTER,
-                                             absolute={"value": gate.max_regression})
+        change = tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.LOWER_IS_BETTER, absolute={"value": gate.max_regression}
+        )
     return tfma.MetricThreshold(value_threshold=bound, change_threshold=change)
 
 

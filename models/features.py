@@ -72,7 +72,9 @@ class Declarations:
         raw = json.loads(text)
         label = raw["label"]
         return cls(
-            features=tuple(Feature(f["name"], Encoding(f["encoding"]), f["optional"], f["buckets"]) for f in raw["features"]),
+            features=tuple(
+                Feature(f["name"], Encoding(f["encoding"]), f["optional"], f["buckets"]) for f in raw["features"]
+            ),
             label=Label(label["name"], Problem(label["problem"]), tuple(label["classes"])),
         )
 

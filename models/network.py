@@ -14,7 +14,9 @@ from models.features import OUTPUT_NAMES, Label, Problem
 
 ONE_HOT_LIMIT = 64  # categories up to this many are one-hot; more get an embedding
 EMBEDDING_L2 = 3e-2
-STEPS_PER_EXECUTION = 10  # training steps per graph call: tf.data-fed training 44k → 54k examples/s (bench/RESULTS.md §5)
+STEPS_PER_EXECUTION = (
+    10  # training steps per graph call: tf.data-fed training 44k → 54k examples/s (bench/RESULTS.md §5)
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +50,9 @@ def _encoded(spec: ModelInput, tensor) -> keras.layers.Layer:
         return keras.layers.CategoryEncoding(num_tokens=spec.cardinality, output_mode="one_hot")(tensor)
     width = min(32, round(1.6 * spec.cardinality**0.56))
     # Hashed ids seen a few times each are memorised without a penalty (churn AUC 0.58 → 0.67 with it).
-    return keras.layers.Embedding(spec.cardinality, width, embeddings_regularizer=keras.regularizers.l2(EMBEDDING_L2))(tensor)
+    return keras.layers.Embedding(spec.cardinality, width, embeddings_regularizer=keras.regularizers.l2(EMBEDDING_L2))(
+        tensor
+    )
 
 
 def _head(label: Label, x, target: TargetScale):
@@ -56,15 +60,25 @@ def _head(label: Label, x, target: TargetScale):
     name = OUTPUT_NAMES[label.problem]
     if label.problem is Problem.MULTICLASS:
         output = keras.layers.Dense(len(label.classes), activation="softmax", name=name)(x)
-        return output, keras.losses.SparseCategoricalCrossentropy(), [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        return (
+            output,
+            keras.losses.SparseCategoricalCrossentropy(),
+            [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
     if label.problem is Problem.BINARY:
         output = keras.layers.Dense(1, activation="sigmoid", name=name)(x)
-        return output, keras.losses.BinaryCrossentropy(), [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
+        return (
+            output,
+            keras.losses.BinaryCrossentropy(),
+            [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+        )
     raw = keras.layers.Dense(1)(x)
     output = keras.layers.Rescaling(scale=target.std, offset=target.mean, name=name)(raw)
-    return output, keras.losses.MeanSquaredError(), [
-        keras.metrics.RootMeanSquaredError(name="rmse"), keras.metrics.MeanAbsoluteError(name="mae")
-    ]
+    return (
+        output,
+        keras.losses.MeanSquaredError(),
+        [keras.metrics.RootMeanSquaredError(name="rmse"), keras.metrics.MeanAbsoluteError(name="mae")],
+    )
 
 
 def build_model(
@@ -84,8 +98,12 @@ def build_model(
         x = keras.layers.Dense(hp.get("hidden_units"), activation="relu")(x)
     output, loss, metrics = _head(label, x, target)
     model = keras.Model(inputs=keras_inputs, outputs=output)
-    model.compile(optimizer=keras.optimizers.Adam(hp.get("learning_rate")), loss=loss, metrics=metrics,
-                  steps_per_execution=steps_per_execution)
+    model.compile(
+        optimizer=keras.optimizers.Adam(hp.get("learning_rate")),
+        loss=loss,
+        metrics=metrics,
+        steps_per_execution=steps_per_execution,
+    )
     return model
 
 

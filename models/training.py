@@ -19,8 +19,9 @@ SEED = 0  # fixes weight initialisation and the Tuner's draws, so a rerun reprod
 TARGET_SAMPLE = 10_000  # labels read to set a regression output's starting scale
 
 
-def make_dataset(file_pattern, data_accessor, tft_output: tft.TFTransformOutput, label: features.Label,
-                 batch_size: int = BATCH_SIZE) -> tf.data.Dataset:
+def make_dataset(
+    file_pattern, data_accessor, tft_output: tft.TFTransformOutput, label: features.Label, batch_size: int = BATCH_SIZE
+) -> tf.data.Dataset:
     """Batches of (transformed features, label) read from Transform's output, repeated forever."""
     return data_accessor.tf_dataset_factory(
         file_pattern,

@@ -39,7 +39,11 @@ def main() -> None:
 
 
 _config_option = click.option(
-    "--config", "config_file", type=click.Path(path_type=Path), default=config.CONFIG_FILE, show_default=True,
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    default=config.CONFIG_FILE,
+    show_default=True,
     help="Project file; relative paths in it are read from its folder.",
 )
 
@@ -59,18 +63,43 @@ def _absolute(path: Path | None) -> str | None:
 
 
 @main.command()
-@click.option("--data", type=click.Path(path_type=Path), required=True,
-              help="Folder of CSV or Parquet files (or of span-<N>/ folders) to profile.")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder of CSV or Parquet files (or of span-<N>/ folders) to profile.",
+)
 @click.option("--label", required=True, help="Column to predict.")
-@click.option("--format", "data_format", type=click.Choice(["csv", "parquet"]), default=None,
-              help="File format. Default: whichever the folder holds.")
-@click.option("--problem", type=click.Choice([p.value for p in Problem]), default=None,
-              help="Problem type. Default: inferred from the label, and printed.")
-@click.option("--name", "model_name", default=None, help="Model name in the serving path. Default: the data folder's name.")
-@click.option("--project", "project_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
-              show_default=True, help="Folder to write tfxp.toml and schema/schema.pbtxt into.")
-@click.option("--exclude", multiple=True, metavar="COLUMN",
-              help="Column to leave out of the model, repeatable: a leak computed from the label, say. Ids are found for you.")
+@click.option(
+    "--format",
+    "data_format",
+    type=click.Choice(["csv", "parquet"]),
+    default=None,
+    help="File format. Default: whichever the folder holds.",
+)
+@click.option(
+    "--problem",
+    type=click.Choice([p.value for p in Problem]),
+    default=None,
+    help="Problem type. Default: inferred from the label, and printed.",
+)
+@click.option(
+    "--name", "model_name", default=None, help="Model name in the serving path. Default: the data folder's name."
+)
+@click.option(
+    "--project",
+    "project_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Folder to write tfxp.toml and schema/schema.pbtxt into.",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="COLUMN",
+    help="Column to leave out of the model, repeatable: a leak computed from the label, say. Ids are found for you.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing tfxp.toml and schema.")
 def init(data, label, data_format, problem, model_name, project_dir, exclude, force):
     """Profile a dataset with TFDV; write a starter tfxp.toml and schema/schema.pbtxt to review."""
@@ -93,8 +122,14 @@ def init(data, label, data_format, problem, model_name, project_dir, exclude, fo
     for heading in ("column", "type", "missing", "distinct", "treatment", "why"):
         table.add_column(heading)
     for d in draft.decisions:
-        table.add_row(escape(d.column), d.kind, f"{d.missing:.0%}", "" if d.distinct is None else str(d.distinct),
-                      escape(d.treatment), escape(d.reason))
+        table.add_row(
+            escape(d.column),
+            d.kind,
+            f"{d.missing:.0%}",
+            "" if d.distinct is None else str(d.distinct),
+            escape(d.treatment),
+            escape(d.reason),
+        )
     console.print(table)
     console.print(f"Problem: [bold]{draft.problem.value}[/] (inferred: {escape(draft.problem_reason)})")
     console.print(f"Wrote {project_file} and {schema_file}.")
@@ -104,32 +139,60 @@ def init(data, label, data_format, problem, model_name, project_dir, exclude, fo
 @main.command()
 @_config_option
 @click.option("--data", type=click.Path(path_type=Path), default=None, help="Data folder, instead of [data] path.")
-@click.option("--output", type=click.Path(path_type=Path), default=None,
-              help="Folder for pipeline/, metadata.sqlite, serving/ and logs/, instead of the project's output.")
-@click.option("--schema", type=click.Path(path_type=Path), default=None, help="Curated schema, instead of [schema] path.")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for pipeline/, metadata.sqlite, serving/ and logs/, instead of the project's output.",
+)
+@click.option(
+    "--schema", type=click.Path(path_type=Path), default=None, help="Curated schema, instead of [schema] path."
+)
 @click.option("--span", type=int, default=None, help="Span to train on (data/span-<N>/). Default: the newest.")
-@click.option("--tuner/--no-tuner", default=None, help="Search hyperparameters with KerasTuner first. Default: [training] tuner.")
+@click.option(
+    "--tuner/--no-tuner", default=None, help="Search hyperparameters with KerasTuner first. Default: [training] tuner."
+)
 @click.option("--tuner-trials", type=int, default=None, help="Trials the Tuner may try.")
 @click.option("--train-steps", type=int, default=None, help="Training steps for the final model.")
-@click.option("--threshold", type=float, default=None,
-              help="Bound the gate metric must meet to bless a model, instead of [evaluation] threshold.")
-@click.option("--beam-arg", "beam_args", multiple=True, metavar="ARG",
-              help=f"Beam pipeline argument, repeatable. Default: {' '.join(settings_module.DEFAULT_BEAM_ARGS)}")
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Bound the gate metric must meet to bless a model, instead of [evaluation] threshold.",
+)
+@click.option(
+    "--beam-arg",
+    "beam_args",
+    multiple=True,
+    metavar="ARG",
+    help=f"Beam pipeline argument, repeatable. Default: {' '.join(settings_module.DEFAULT_BEAM_ARGS)}",
+)
 @click.option("--no-cache", is_flag=True, help="Re-execute every component even if nothing changed since the last run.")
 @click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow, Beam and TFX logs in the terminal.")
-def run(config_file, data, output, schema, span, tuner, tuner_trials, train_steps, threshold, beam_args, no_cache, verbose):
+def run(
+    config_file, data, output, schema, span, tuner, tuner_trials, train_steps, threshold, beam_args, no_cache, verbose
+):
     """Run the whole pipeline: check, validate, transform, tune, train, evaluate, and push if blessed."""
     overrides = {
-        "data.path": _absolute(data), "output": _absolute(output), "schema.path": _absolute(schema),
-        "training.tuner": tuner, "training.tuner_trials": tuner_trials, "training.train_steps": train_steps,
+        "data.path": _absolute(data),
+        "output": _absolute(output),
+        "schema.path": _absolute(schema),
+        "training.tuner": tuner,
+        "training.tuner_trials": tuner_trials,
+        "training.train_steps": train_steps,
         "evaluation.threshold": threshold,
     }
     settings = _load(config_file, overrides, span=span, beam_args=tuple(beam_args), enable_cache=not no_cache)
     console = Console(highlight=False, soft_wrap=True)
     label = settings.declarations.label
-    how = "from the project file" if settings.project.label.problem else \
-        f"inferred: {features.infer_problem(_schema_feature(settings, label.name), settings.schema)[1]}"
-    console.print(f"Project [bold]{escape(settings.model_name)}[/]: {label.problem.value} on '{escape(label.name)}' ({escape(how)})")
+    how = (
+        "from the project file"
+        if settings.project.label.problem
+        else f"inferred: {features.infer_problem(_schema_feature(settings, label.name), settings.schema)[1]}"
+    )
+    console.print(
+        f"Project [bold]{escape(settings.model_name)}[/]: {label.problem.value} on '{escape(label.name)}' ({escape(how)})"
+    )
     if settings.enable_cache:
         _replay_if_unchanged(settings, console)
 
@@ -138,7 +201,10 @@ def run(config_file, data, output, schema, span, tuner, tuner_trials, train_step
     try:
         summary = preflight.check_data(settings)
     except preflight.DataError as error:
-        _fail(f"{error}\nNothing was run; {settings.paths.serving_root / settings.model_name} is untouched.", EXIT_BAD_INPUT)
+        _fail(
+            f"{error}\nNothing was run; {settings.paths.serving_root / settings.model_name} is untouched.",
+            EXIT_BAD_INPUT,
+        )
     except Exception as error:  # noqa: BLE001  (a reader bug must still read as one line, not a traceback)
         _fail(f"could not read {settings.input_folder}: {type(error).__name__}: {error}\nNothing was run.", EXIT_FAILED)
     span_text = f"span {settings.span}, " if settings.span is not None else ""
@@ -163,9 +229,11 @@ def _replay_if_unchanged(settings: settings_module.Settings, console: Console) -
     recorded = rerun.unchanged_since(settings)
     if recorded is None:
         return
-    console.print(f"Nothing changed since the run that finished at {recorded.finished_at}: same data files, schema, "
-                  "settings and code, and no run since. TFX would reuse every result, so nothing was run. "
-                  "Pass --no-cache to run anyway.\n")
+    console.print(
+        f"Nothing changed since the run that finished at {recorded.finished_at}: same data files, schema, "
+        "settings and code, and no run since. TFX would reuse every result, so nothing was run. "
+        "Pass --no-cache to run anyway.\n"
+    )
     summary = report.RunReport(**recorded.report).replayed()
     report.render(summary, settings, console)
     sys.exit(0 if summary.blessed else EXIT_NOT_BLESSED)
@@ -192,11 +260,15 @@ def _run_and_report(settings: settings_module.Settings, out: Console, err: Conso
     except runner.RunFailed as failure:
         where = f"\nFull log: {failure.log_path}" if failure.log_path else ""
         if isinstance(failure.cause, guards.DataAnomaliesError):
-            err.print(f"[bold red]Error:[/] data anomalies stopped the run before Transform; nothing was trained or pushed.\n"
-                      f"{escape(str(failure.cause))}\nFix the data, or review and update {settings.paths.schema_file}.{escape(where)}")
+            err.print(
+                f"[bold red]Error:[/] data anomalies stopped the run before Transform; nothing was trained or pushed.\n"
+                f"{escape(str(failure.cause))}\nFix the data, or review and update {settings.paths.schema_file}.{escape(where)}"
+            )
         else:
-            err.print(f"[bold red]Error:[/] {failure.node_id or 'the pipeline'} failed: "
-                      f"{type(failure.cause).__name__}: {escape(str(failure.cause))}{escape(where)}")
+            err.print(
+                f"[bold red]Error:[/] {failure.node_id or 'the pipeline'} failed: "
+                f"{type(failure.cause).__name__}: {escape(str(failure.cause))}{escape(where)}"
+            )
         return EXIT_FAILED
     out.print(f"Pipeline finished in {sum(t.seconds for t in timings):.1f} s.\n")
     summary = report.build_report(settings)
@@ -207,8 +279,12 @@ def _run_and_report(settings: settings_module.Settings, out: Console, err: Conso
 
 @main.command()
 @_config_option
-@click.option("--output", type=click.Path(path_type=Path), default=None,
-              help="Output folder of the runs, instead of the project's output.")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output folder of the runs, instead of the project's output.",
+)
 @click.option("--port", type=int, default=6006, show_default=True, help="Port TensorBoard listens on.")
 def tensorboard(config_file, output, port):
     """Open TensorBoard on the training curves of every run."""
@@ -224,7 +300,9 @@ def tensorboard(config_file, output, port):
     binary = shutil.which("tensorboard", path=str(Path(sys.executable).parent)) or shutil.which("tensorboard")
     if binary is None:
         _fail("the tensorboard command is not installed in this environment", EXIT_FAILED)
-    Console(highlight=False, soft_wrap=True).print(f"TensorBoard on {log_dir}: http://localhost:{port}/  (Ctrl-C to stop)")
+    Console(highlight=False, soft_wrap=True).print(
+        f"TensorBoard on {log_dir}: http://localhost:{port}/  (Ctrl-C to stop)"
+    )
     try:
         quiet = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
         sys.exit(subprocess.call([binary, "--logdir", str(log_dir), "--port", str(port)], env=quiet))

@@ -118,7 +118,9 @@ def _describe(error: pydantic.ValidationError, path: Path) -> str:
     lines = []
     for problem in error.errors():
         location = [str(part) for part in problem["loc"]]
-        where = f"[{'.'.join(location[:-1])}] {location[-1]}" if len(location) > 1 else (location[0] if location else "")
+        where = (
+            f"[{'.'.join(location[:-1])}] {location[-1]}" if len(location) > 1 else (location[0] if location else "")
+        )
         message = problem["msg"]
         if problem["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             message = "is not a known setting"

@@ -1,6 +1,5 @@
 """The two custom pieces of wiring that make the pipeline fail closed and push only new models."""
 
-
 import os
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
@@ -47,8 +46,10 @@ def empty_splits(statistics: types.Artifact) -> list[str]:
         path = os.path.join(artifact_utils.get_split_uri([statistics], split), STATISTICS_FILE)
         stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(io_utils.read_bytes_file(path))
         if not any(dataset.num_examples for dataset in stats.datasets):
-            lines.append(f"[{split}] whole dataset: no examples (the hash split put none of this batch's rows here; "
-                         "add rows, or change [split] eval_fraction)")
+            lines.append(
+                f"[{split}] whole dataset: no examples (the hash split put none of this batch's rows here; "
+                "add rows, or change [split] eval_fraction)"
+            )
     return lines
 
 
@@ -60,9 +61,7 @@ def AnomaliesGate(  # noqa: N802
     """Stops the run when ExampleValidator found anything, or a split is empty, so nothing downstream is built."""
     problems = empty_splits(statistics) + describe_anomalies(read_anomalies(anomalies))
     if problems:
-        raise DataAnomaliesError(
-            "the data does not match the curated schema:\n  " + "\n  ".join(problems)
-        )
+        raise DataAnomaliesError("the data does not match the curated schema:\n  " + "\n  ".join(problems))
 
 
 class PreviousBlessedModelStrategy(tfx.dsl.experimental.ResolverStrategy):

@@ -78,7 +78,8 @@ def run_executions(store: metadata_store.MetadataStore, run: metadata_store_pb2.
     artifacts = {a.id: a for a in store.get_artifacts_by_id(list(artifact_ids))}
     return {
         node_of[eid]: NodeExecution(
-            node_of[eid], execution,
+            node_of[eid],
+            execution,
             _keyed(events[eid], artifacts, _INPUT_EVENTS),
             _keyed(events[eid], artifacts, _OUTPUT_EVENTS),
         )
@@ -97,9 +98,7 @@ def upstream_artifacts(store: metadata_store.MetadataStore, artifact_id: int) ->
     types = {t.id: t.name for t in store.get_artifact_types()}
     seen, frontier, found = {artifact_id}, [artifact_id], []
     while frontier:
-        producers = {
-            e.execution_id for e in store.get_events_by_artifact_ids(frontier) if e.type in _OUTPUT_EVENTS
-        }
+        producers = {e.execution_id for e in store.get_events_by_artifact_ids(frontier) if e.type in _OUTPUT_EVENTS}
         frontier = []
         if not producers:
             break

@@ -56,7 +56,9 @@ def _check_header(path: Path, columns: Sequence[str], settings: Settings) -> Non
         if not name.strip():
             raise DataError(f"{path}: column {number} of the header has no name")
         if name in seen:
-            raise DataError(f"{path}: column name '{name}' appears twice in the header (columns {seen[name]} and {number})")
+            raise DataError(
+                f"{path}: column name '{name}' appears twice in the header (columns {seen[name]} and {number})"
+            )
         seen[name] = number
     label = settings.project.label.column
     if label not in seen:
@@ -106,12 +108,12 @@ def _decode(path: Path) -> str:
     except UnicodeDecodeError as error:
         line = raw.count(b"\n", 0, error.start) + 1
         line_start = raw.rfind(b"\n", 0, error.start) + 1
-        prefix = raw[line_start:error.start].decode("utf-8", "replace")
+        prefix = raw[line_start : error.start].decode("utf-8", "replace")
         field = len(next(csv.reader([prefix]))) if prefix else 1
         header = next(csv.reader([raw.split(b"\n", 1)[0].decode("utf-8", "replace")]), [])
         column = f"column '{header[field - 1]}'" if 0 < field <= len(header) else f"field {field}"
         raise DataError(
-            f"{path}, line {line}, {column}: bytes {raw[error.start:error.end + 3]!r} are not UTF-8 text; "
+            f"{path}, line {line}, {column}: bytes {raw[error.start : error.end + 3]!r} are not UTF-8 text; "
             "re-export the file as UTF-8"
         ) from None
 
@@ -189,10 +191,7 @@ def _check_csv(files: list[Path], settings: Settings) -> int:
                 f"{path} has columns [{', '.join(columns)}] but {first_file} has [{', '.join(header)}]; "
                 "all files of one batch need the same header"
             )
-        checks = [
-            (i, name, _value_checker(types[name], name, text_checks.get(name)))
-            for i, name in enumerate(header)
-        ]
+        checks = [(i, name, _value_checker(types[name], name, text_checks.get(name))) for i, name in enumerate(header)]
         label_index = header.index(label)
         rows = 0
         for line, row in records:
@@ -240,7 +239,9 @@ def _check_parquet(files: list[Path], settings: Settings) -> int:
             _check_header(path, table.column_names, settings)
             names = table.column_names
         elif table.column_names != names:
-            raise DataError(f"{path} has columns [{', '.join(table.column_names)}] but {files[0]} has [{', '.join(names)}]")
+            raise DataError(
+                f"{path} has columns [{', '.join(table.column_names)}] but {files[0]} has [{', '.join(names)}]"
+            )
         if table.num_rows == 0:
             raise DataError(f"{path} has no rows")
         for name in table.column_names:
@@ -254,7 +255,9 @@ def _check_parquet(files: list[Path], settings: Settings) -> int:
                 row = int(np.flatnonzero(np.asarray(pc.is_null(column)))[0]) + 1
                 raise DataError(f"{path}, row {row}: the label '{label}' is empty; every row needs a label")
             if pa.types.is_floating(column.type):
-                bad = np.flatnonzero(~np.isfinite(column.to_numpy(zero_copy_only=False)) & np.asarray(pc.is_valid(column)))
+                bad = np.flatnonzero(
+                    ~np.isfinite(column.to_numpy(zero_copy_only=False)) & np.asarray(pc.is_valid(column))
+                )
                 if bad.size:
                     value = column[int(bad[0])].as_py()
                     raise DataError(f"{path}, row {int(bad[0]) + 1}, column '{name}': {value} is not a finite number")

@@ -142,13 +142,18 @@ def render(report: RunReport, settings: Settings, console: Console) -> None:
         table.add_column(name, justify="right")
     for slice_name in sorted(report.slices, key=lambda n: (n != "Overall", n)):
         values = report.slices[slice_name]
-        table.add_row(escape(slice_name), *(
-            f"{values[key]:.0f}" if key == evaluation.EXAMPLE_COUNT else f"{values.get(key, float('nan')):.4f}"
-            for key in reported
-        ))
+        table.add_row(
+            escape(slice_name),
+            *(
+                f"{values[key]:.0f}" if key == evaluation.EXAMPLE_COUNT else f"{values.get(key, float('nan')):.4f}"
+                for key in reported
+            ),
+        )
     console.print(table)
     if report.changes:
-        deltas = ", ".join(f"{reported[k]} {v:+.4f}" for k, v in report.changes.items() if k != evaluation.EXAMPLE_COUNT)
+        deltas = ", ".join(
+            f"{reported[k]} {v:+.4f}" for k, v in report.changes.items() if k != evaluation.EXAMPLE_COUNT
+        )
         console.print(f"Against the last blessed model: {deltas}")
     else:
         gate = settings.gate
@@ -163,7 +168,9 @@ def render(report: RunReport, settings: Settings, console: Console) -> None:
     if report.pushed and not cached_push:
         console.print(f"[bold]Pushed[/] to {report.serving_model_dir}")
     elif report.pushed:
-        console.print(f"Nothing changed since the last run, so nothing new was pushed. Serving: {report.serving_model_dir}")
+        console.print(
+            f"Nothing changed since the last run, so nothing new was pushed. Serving: {report.serving_model_dir}"
+        )
     else:
         console.print(f"Not pushed; {settings.paths.serving_root / settings.model_name} is untouched.")
     console.print("Model trained on:")

@@ -100,6 +100,7 @@ def record(settings: Settings, report: dict, finished_at: str) -> None:
     """Writes the finished run's fingerprint and summary, atomically."""
     path = settings.paths.output_root / RECORD_FILE
     partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(dataclasses.asdict(RecordedRun(fingerprint(settings), finished_at, report))),
-                       encoding="utf-8")
+    partial.write_text(
+        json.dumps(dataclasses.asdict(RecordedRun(fingerprint(settings), finished_at, report))), encoding="utf-8"
+    )
     os.replace(partial, path)

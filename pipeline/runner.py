@@ -76,7 +76,9 @@ class _ProgressHandler(logging.Handler):
         self._stop_status()
         if not self.current:
             return None
-        self.console.print(f"  [red]✗[/] {self.current.node_id:<24} {time.monotonic() - self._started_at:6.1f} s  failed")
+        self.console.print(
+            f"  [red]✗[/] {self.current.node_id:<24} {time.monotonic() - self._started_at:6.1f} s  failed"
+        )
         return self.current.node_id
 
     def _stop_status(self) -> None:

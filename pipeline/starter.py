@@ -74,7 +74,9 @@ def read_dataset(files: list[Path], data_format: str) -> tuple[list[pa.RecordBat
     """All files as tf.Example-typed Arrow batches, and the columns Arrow recognised as timestamps."""
     read = [_read_table(path, data_format) for path in files]
     timestamps = {
-        field.name for table in read for field in table.schema
+        field.name
+        for table in read
+        for field in table.schema
         if pa.types.is_timestamp(field.type) or pa.types.is_date(field.type)
     }
     if data_format == "csv" and len(read) > 1:
@@ -99,7 +101,9 @@ def compute_statistics(batches: list[pa.RecordBatch]) -> statistics_pb2.DatasetF
 
     with tempfile.TemporaryDirectory() as tmp:
         output = str(Path(tmp) / "stats.pb")
-        with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(["--direct_running_mode=in_memory"])) as p:
+        with beam.Pipeline(
+            options=beam.options.pipeline_options.PipelineOptions(["--direct_running_mode=in_memory"])
+        ) as p:
             _ = (
                 p
                 | beam.Create(batches, reshuffle=False)
@@ -161,8 +165,9 @@ class ColumnChoice(NamedTuple):
     override: Override | None = None
 
 
-def _encode(encoding: Encoding, reason: str, buckets: int = 0, optional: bool = False,
-            implied: bool = False) -> ColumnChoice:
+def _encode(
+    encoding: Encoding, reason: str, buckets: int = 0, optional: bool = False, implied: bool = False
+) -> ColumnChoice:
     """A choice to encode a column, described as the encoding describes itself.
 
     `implied`: the column's schema type already implies this encoding, so no override is written.
@@ -191,8 +196,15 @@ def _decide(name: str, kind: str, stats, rows: int, timestamps: set[str]) -> Col
     return _encode(Encoding.NUMERIC, reason, optional=missing > 0, implied=True)
 
 
-def _curate_schema(schema: schema_pb2.Schema, label: str, problem: Problem, stats_by_name, timestamps: set[str],
-                   hashed: set[str], excluded: set[str]) -> None:
+def _curate_schema(
+    schema: schema_pb2.Schema,
+    label: str,
+    problem: Problem,
+    stats_by_name,
+    timestamps: set[str],
+    hashed: set[str],
+    excluded: set[str],
+) -> None:
     """Adjusts TFDV's inferred schema: categorical integer labels, no domains where values are open-ended."""
     for feature in schema.feature:
         if feature.name in timestamps | hashed | excluded and feature.HasField("domain"):
@@ -229,7 +241,8 @@ def _gate(problem: Problem, label_stats) -> StartingGate:
         std = label_stats.num_stats.std_dev
         share = evaluation.DEFAULT_MAX_REGRESSION  # the same margin, as a share of the label's deviation
         return StartingGate(
-            float(f"{std:.3g}"), f"rmse at most {std:.3g}, the label's deviation: better than predicting the mean",
+            float(f"{std:.3g}"),
+            f"rmse at most {std:.3g}, the label's deviation: better than predicting the mean",
             float(f"{share * std:.2g}"),
             f"a new model's rmse may exceed the last blessed one's by {share:.0%} of the label's deviation",
         )
@@ -252,9 +265,19 @@ def _toml_value(value) -> str:
     return json.dumps(str(value))  # JSON string escapes are valid TOML basic strings
 
 
-def _project_text(model_name: str, data_path: str, outside: bool, data_format: str, label: str, problem: Problem,
-                  problem_reason: str, exclude: list[str], overrides: dict[str, Override], slices: list[str],
-                  gate: StartingGate) -> str:
+def _project_text(
+    model_name: str,
+    data_path: str,
+    outside: bool,
+    data_format: str,
+    label: str,
+    problem: Problem,
+    problem_reason: str,
+    exclude: list[str],
+    overrides: dict[str, Override],
+    slices: list[str],
+    gate: StartingGate,
+) -> str:
     """The starter tfxp.toml, with a comment on every setting; defaults are read from the config models."""
     split, training = config.SplitConfig(), config.TrainingConfig()
     lines = [
@@ -343,7 +366,9 @@ def _find_files(data: Path, data_format: str | None) -> tuple[Path, str, list[Pa
     if not files:
         raise InitError(f"no files match {folder / config.PATTERNS[data_format]}")
     if data_format == "tfrecord":
-        raise InitError("init profiles CSV and Parquet; for TFRecord, write the schema with TFDV and the project by hand")
+        raise InitError(
+            "init profiles CSV and Parquet; for TFRecord, write the schema with TFDV and the project by hand"
+        )
     return folder, data_format, files
 
 
@@ -359,7 +384,9 @@ def _profile(folder: Path, data_format: str, files: list[Path], label: str, excl
     if label not in columns:
         raise InitError(f"the label column '{label}' is not in {files[0]} (columns: {', '.join(columns)})")
     if unknown := [name for name in exclude if name not in columns]:
-        raise InitError(f"--exclude names {', '.join(map(repr, unknown))}, not in {files[0]} (columns: {', '.join(columns)})")
+        raise InitError(
+            f"--exclude names {', '.join(map(repr, unknown))}, not in {files[0]} (columns: {', '.join(columns)})"
+        )
     if label in exclude:
         raise InitError(f"the label '{label}' cannot also be excluded")
     statistics = compute_statistics(batches)
@@ -399,7 +426,8 @@ def _plan_columns(profile: Profile, label: str, label_decision: Decision, given_
 def _slices(plan: ColumnPlan) -> list[str]:
     """A few small categorical columns to report metrics for."""
     return [
-        d.column for d in plan.decisions
+        d.column
+        for d in plan.decisions
         if d.encoding is Encoding.VOCABULARY and (d.distinct or INT_CATEGORY_MAX) <= INT_CATEGORY_MAX
     ][:MAX_SLICES]
 
@@ -410,8 +438,15 @@ def _data_path(project_dir: Path, data: Path) -> tuple[str, bool]:
     return (str(data) if outside else str(data.relative_to(project_dir)) if data != project_dir else "."), outside
 
 
-def build_starter(project_dir: Path, data: Path, label: str, data_format: str | None,
-                  problem: Problem | None, model_name: str | None, exclude: tuple[str, ...] = ()) -> Starter:
+def build_starter(
+    project_dir: Path,
+    data: Path,
+    label: str,
+    data_format: str | None,
+    problem: Problem | None,
+    model_name: str | None,
+    exclude: tuple[str, ...] = (),
+) -> Starter:
     """Profiles the data (the newest span, if any) and drafts the schema and project file; `exclude` names leaks."""
     data, project_dir = data.absolute(), project_dir.absolute()
     folder, data_format, files = _find_files(data, data_format)
@@ -420,12 +455,22 @@ def build_starter(project_dir: Path, data: Path, label: str, data_format: str | 
     label_decision = profile.decision(label, f"label: {label_problem.value}", problem_reason)
     plan = _plan_columns(profile, label, label_decision, set(exclude))
     hashed = {n for n, o in plan.overrides.items() if o.encoding is Encoding.HASHED}
-    _curate_schema(profile.schema, label, label_problem, profile.stats_by_name, profile.timestamps, hashed,
-                   set(plan.exclude))
+    _curate_schema(
+        profile.schema, label, label_problem, profile.stats_by_name, profile.timestamps, hashed, set(plan.exclude)
+    )
     data_path, outside = _data_path(project_dir, data)
     text = _project_text(
-        model_name or _model_name(data), data_path, outside, data_format, label, label_problem, problem_reason,
-        plan.exclude, plan.overrides, _slices(plan), _gate(label_problem, profile.stats_by_name[label]),
+        model_name or _model_name(data),
+        data_path,
+        outside,
+        data_format,
+        label,
+        label_problem,
+        problem_reason,
+        plan.exclude,
+        plan.overrides,
+        _slices(plan),
+        _gate(label_problem, profile.stats_by_name[label]),
     )
     return Starter(profile.schema, text, plan.decisions, label_problem, problem_reason, profile.rows)
 

@@ -39,10 +39,14 @@ def executor_config(data_format: str, column_types: Mapping[str, str]):
     from tfx.proto import example_gen_pb2
 
     config = example_gen_pb2.CustomConfig()
-    config.custom_config.Pack(struct_pb2.Struct(fields={
-        "format": struct_pb2.Value(string_value=data_format),
-        "column_types": struct_pb2.Value(string_value=json.dumps(dict(column_types))),
-    }))
+    config.custom_config.Pack(
+        struct_pb2.Struct(
+            fields={
+                "format": struct_pb2.Value(string_value=data_format),
+                "column_types": struct_pb2.Value(string_value=json.dumps(dict(column_types))),
+            }
+        )
+    )
     return config
 
 

@@ -45,10 +45,14 @@ def _example_gen(settings: Settings):
     kwargs = dict(
         input_base=str(settings.paths.data_root),
         input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="all", pattern=pattern)]),
-        output_config=tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
-            tfx.proto.SplitConfig.Split(name="train", hash_buckets=SPLIT_BUCKETS - eval_buckets),
-            tfx.proto.SplitConfig.Split(name="eval", hash_buckets=eval_buckets),
-        ])),
+        output_config=tfx.proto.Output(
+            split_config=tfx.proto.SplitConfig(
+                splits=[
+                    tfx.proto.SplitConfig.Split(name="train", hash_buckets=SPLIT_BUCKETS - eval_buckets),
+                    tfx.proto.SplitConfig.Split(name="eval", hash_buckets=eval_buckets),
+                ]
+            )
+        ),
     )
     if settings.spans:
         kwargs["range_config"] = tfx.proto.RangeConfig(
@@ -64,7 +68,9 @@ def _example_gen(settings: Settings):
     )
 
 
-def create_pipeline(settings: Settings, metadata_connection_config: metadata_store_pb2.ConnectionConfig) -> tfx.dsl.Pipeline:
+def create_pipeline(
+    settings: Settings, metadata_connection_config: metadata_store_pb2.ConnectionConfig
+) -> tfx.dsl.Pipeline:
     """Wires ExampleGen → … → Pusher for `settings`; reads no files, globals or environment."""
     paths, train = settings.paths, settings.project.training
     declared = {features.CUSTOM_CONFIG_KEY: settings.declarations.to_json()}
@@ -154,8 +160,17 @@ def create_pipeline(settings: Settings, metadata_connection_config: metadata_sto
     ).with_id(PUSHER)
 
     components = [
-        example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, transform,
-        *([tuner] if tuner else []), trainer, baseline_resolver, evaluator, pusher,
+        example_gen,
+        statistics_gen,
+        schema_gen,
+        example_validator,
+        anomalies_gate,
+        transform,
+        *([tuner] if tuner else []),
+        trainer,
+        baseline_resolver,
+        evaluator,
+        pusher,
     ]
     return tfx.dsl.Pipeline(
         pipeline_name=settings.pipeline_name,

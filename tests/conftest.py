@@ -36,7 +36,10 @@ def run_tfxp(*args: str, timeout: float = 900) -> CliResult:
     """Runs `python -m pipeline ARGS` in a fresh process, as the console script would."""
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, "COLUMNS": "120"},
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)

@@ -23,8 +23,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PENGUINS_CSV = PROJECT_ROOT / "data" / "penguins.csv"
 
 SUBSCRIPTION_COLUMNS = (
-    "customer_id", "signed_up_at", "plan", "company", "monthly_spend", "support_tickets",
-    "seats", "cancellation_reason", "churned",
+    "customer_id",
+    "signed_up_at",
+    "plan",
+    "company",
+    "monthly_spend",
+    "support_tickets",
+    "seats",
+    "cancellation_reason",
+    "churned",
 )
 PLANS = ("basic", "team", "enterprise")
 CANCEL_REASONS = ("price", "missing feature", "switched provider", "closed business")
@@ -60,7 +67,10 @@ def diabetes_rows() -> tuple[list[str], list[list]]:
 
     bunch = load_diabetes(scaled=False)
     header = [*bunch.feature_names, "progression"]
-    rows = [[_plain_number(v) for v in (*features, target)] for features, target in zip(bunch.data, bunch.target, strict=True)]
+    rows = [
+        [_plain_number(v) for v in (*features, target)]
+        for features, target in zip(bunch.data, bunch.target, strict=True)
+    ]
     return header, rows
 
 
@@ -79,8 +89,14 @@ def write_diabetes(folder: Path, data_format: str = "csv") -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     table = pa.table({name: [row[i] for row in rows] for i, name in enumerate(header)})
-    table = table.cast(pa.schema([pa.field(n, pa.float64() if pa.types.is_floating(t) or n == "progression" else pa.int64())
-                                  for n, t in zip(table.column_names, table.schema.types, strict=True)]))
+    table = table.cast(
+        pa.schema(
+            [
+                pa.field(n, pa.float64() if pa.types.is_floating(t) or n == "progression" else pa.int64())
+                for n, t in zip(table.column_names, table.schema.types, strict=True)
+            ]
+        )
+    )
     path = folder / "diabetes.parquet"
     pq.write_table(table, path)
     return path
@@ -108,30 +124,72 @@ def subscription_rows(count: int, seed: int, first_id: int = 1) -> list[list]:
         spend = round(float(rng.gamma(2.0, {"basic": 15, "team": 60, "enterprise": 400}[plan])), 2)
         weekend = signed_up.weekday() >= 5
         night = signed_up.hour < 6
-        logit = -1.6 + 0.45 * tickets - 0.5 * math.log(seats) - 0.8 * (plan == "enterprise") + 0.9 * weekend + 0.7 * night
+        logit = (
+            -1.6 + 0.45 * tickets - 0.5 * math.log(seats) - 0.8 * (plan == "enterprise") + 0.9 * weekend + 0.7 * night
+        )
         logit += company_effect[company]
         churned = rng.random() < 1 / (1 + math.exp(-logit))
-        rows.append([
-            f"C{first_id + i:06d}",
-            signed_up.strftime("%Y-%m-%d %H:%M:%S"),
-            plan,
-            companies[company],
-            None if rng.random() < 0.08 else spend,
-            tickets,
-            seats,
-            rng.choice(CANCEL_REASONS) if churned else None,
-            "yes" if churned else "no",
-        ])
+        rows.append(
+            [
+                f"C{first_id + i:06d}",
+                signed_up.strftime("%Y-%m-%d %H:%M:%S"),
+                plan,
+                companies[company],
+                None if rng.random() < 0.08 else spend,
+                tickets,
+                seats,
+                rng.choice(CANCEL_REASONS) if churned else None,
+                "yes" if churned else "no",
+            ]
+        )
     return rows
 
 
 _COMPANY_FIRST = (
-    "Acme", "Blue", "Bright", "Cedar", "Delta", "Echo", "Falcon", "Granite", "Harbor", "Iron", "Juniper", "Kite",
-    "Lumen", "Maple", "North", "Orbit", "Pine", "Quartz", "River", "Summit", "Tidal", "Union", "Vertex", "Willow",
+    "Acme",
+    "Blue",
+    "Bright",
+    "Cedar",
+    "Delta",
+    "Echo",
+    "Falcon",
+    "Granite",
+    "Harbor",
+    "Iron",
+    "Juniper",
+    "Kite",
+    "Lumen",
+    "Maple",
+    "North",
+    "Orbit",
+    "Pine",
+    "Quartz",
+    "River",
+    "Summit",
+    "Tidal",
+    "Union",
+    "Vertex",
+    "Willow",
 )
 _COMPANY_SECOND = (
-    "Analytics", "Bakery", "Capital", "Dental", "Energy", "Foods", "Group", "Health", "Imports", "Labs",
-    "Logistics", "Media", "Motors", "Partners", "Retail", "Studios", "Systems", "Travel",
+    "Analytics",
+    "Bakery",
+    "Capital",
+    "Dental",
+    "Energy",
+    "Foods",
+    "Group",
+    "Health",
+    "Imports",
+    "Labs",
+    "Logistics",
+    "Media",
+    "Motors",
+    "Partners",
+    "Retail",
+    "Studios",
+    "Systems",
+    "Travel",
 )
 
 

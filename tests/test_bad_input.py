@@ -58,7 +58,9 @@ def _examples(project: Path, name: str = "penguins.csv") -> list[dict]:
     examples = []
     for record in records:
         parsed = tf.train.Example.FromString(record).features.feature
-        examples.append({k: list(v.bytes_list.value or v.float_list.value or v.int64_list.value) for k, v in parsed.items()})
+        examples.append(
+            {k: list(v.bytes_list.value or v.float_list.value or v.int64_list.value) for k, v in parsed.items()}
+        )
     return examples
 
 
@@ -88,8 +90,11 @@ def test_header_only(project):
 
 
 def test_files_of_one_batch_with_different_headers(project):
-    _write(project, HEADER.replace("sex,year", "year,sex") + "\n" + "Adelie,Torgersen,39.1,18.7,181,3750,2007,male\n",
-           name="more.csv")
+    _write(
+        project,
+        HEADER.replace("sex,year", "year,sex") + "\n" + "Adelie,Torgersen,39.1,18.7,181,3750,2007,male\n",
+        name="more.csv",
+    )
     message = _run(project)
     assert f"{_data(project)} has columns [" in message and f"but {_data(project, 'more.csv')} has [" in message
     assert "all files of one batch need the same header" in message
@@ -165,7 +170,10 @@ def test_non_utf8_bytes(project):
 def test_string_in_a_numeric_column(project):
     path = _write(project, f"{HEADER}\n{ROW}\n{ROW.replace('3750', '3.75kg')}\n")
     message = _run(project)
-    assert f"Error: {path}, line 3, column 'body_mass_g': '3.75kg' is not an integer, but the schema says 'body_mass_g' is INT" in message
+    assert (
+        f"Error: {path}, line 3, column 'body_mass_g': '3.75kg' is not an integer, but the schema says 'body_mass_g' is INT"
+        in message
+    )
 
 
 def test_column_empty_in_every_row(project):
@@ -233,10 +241,15 @@ def test_label_empty_in_some_rows(project):
 
 def test_column_named_in_the_configuration_that_the_data_lacks(project):
     header, rows = read_csv(_data(project))
-    keep = [i for i, name in enumerate(header) if name != "sex"]  # sex is optional in the schema, a slice in the project
+    keep = [
+        i for i, name in enumerate(header) if name != "sex"
+    ]  # sex is optional in the schema, a slice in the project
     _write(project, "\n".join(",".join(r[i] for i in keep) for r in [header, *rows]) + "\n")
     message = _run(project)
-    assert f"Error: [evaluation] slices in the project file names column 'sex', which {_data(project)} does not have" in message
+    assert (
+        f"Error: [evaluation] slices in the project file names column 'sex', which {_data(project)} does not have"
+        in message
+    )
 
 
 # ---------------------------------------------------------------- versus the curated schema (ExampleValidator)

@@ -47,8 +47,11 @@ def test_generated_penguins_keep_the_real_distributions(real, synthetic):
 def test_generated_penguins_pass_the_curated_schema_ranges(synthetic):
     schema = text_format.Parse((PROJECT_ROOT / "schema" / "schema.pbtxt").read_text(), schema_pb2.Schema())
     for feature in schema.feature:
-        domain = feature.float_domain if feature.HasField("float_domain") else (
-            feature.int_domain if feature.HasField("int_domain") else None)
+        domain = (
+            feature.float_domain
+            if feature.HasField("float_domain")
+            else (feature.int_domain if feature.HasField("int_domain") else None)
+        )
         if domain is not None:
             values = synthetic[feature.name].dropna().astype(float)
             assert values.min() >= domain.min and values.max() <= domain.max, feature.name
@@ -61,8 +64,13 @@ def test_the_same_seed_gives_the_same_table():
 
 def test_the_plain_script_trains_evaluates_and_saves_a_tf_example_model(tmp_path):
     model_dir = tmp_path / "model"
-    proc = subprocess.run([sys.executable, "-m", "bench.plain_keras", str(PENGUINS_CSV), str(model_dir)],
-                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.plain_keras", str(PENGUINS_CSV), str(model_dir)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["rows"] == 344 and 90 < result["eval_rows"] < 140  # a third held out

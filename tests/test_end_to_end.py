@@ -19,9 +19,17 @@ from tests.datasets import PROJECT_ROOT
 
 LABEL = "species"  # the penguins project's label, as tfxp.toml names it
 ALL_NODES = {
-    nodes.EXAMPLE_GEN, nodes.STATISTICS_GEN, nodes.SCHEMA_GEN, nodes.EXAMPLE_VALIDATOR,
-    nodes.ANOMALIES_GATE, nodes.TRANSFORM, nodes.TUNER, nodes.TRAINER, nodes.BASELINE_RESOLVER,
-    nodes.EVALUATOR, nodes.PUSHER,
+    nodes.EXAMPLE_GEN,
+    nodes.STATISTICS_GEN,
+    nodes.SCHEMA_GEN,
+    nodes.EXAMPLE_VALIDATOR,
+    nodes.ANOMALIES_GATE,
+    nodes.TRANSFORM,
+    nodes.TUNER,
+    nodes.TRAINER,
+    nodes.BASELINE_RESOLVER,
+    nodes.EVALUATOR,
+    nodes.PUSHER,
 }
 
 
@@ -176,7 +184,10 @@ def test_tfxp_tensorboard_serves_the_training_curves(two_runs):
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "tensorboard", "--output", str(two_runs.output), "--port", str(port)],
-        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         runs, deadline = [], time.monotonic() + 180

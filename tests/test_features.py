@@ -26,13 +26,25 @@ def _schema(text: str) -> schema_pb2.Schema:
 
 def test_penguins_declarations_follow_schema_and_overrides(penguins):
     declared = {f.name: f for f in penguins.declarations.features}
-    assert set(declared) == {"island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex", "year"}
+    assert set(declared) == {
+        "island",
+        "bill_length_mm",
+        "bill_depth_mm",
+        "flipper_length_mm",
+        "body_mass_g",
+        "sex",
+        "year",
+    }
     assert declared["island"] == features.Feature("island", Encoding.VOCABULARY, optional=False)
     assert declared["bill_length_mm"] == features.Feature("bill_length_mm", Encoding.NUMERIC, optional=True)
     assert declared["year"].encoding is Encoding.VOCABULARY  # an integer the project file says is categorical
     assert declared["sex"].optional
     label = penguins.declarations.label
-    assert (label.name, label.problem, label.classes) == ("species", Problem.MULTICLASS, ("Adelie", "Chinstrap", "Gentoo"))
+    assert (label.name, label.problem, label.classes) == (
+        "species",
+        Problem.MULTICLASS,
+        ("Adelie", "Chinstrap", "Gentoo"),
+    )
 
 
 def test_declarations_survive_the_trip_through_custom_config(penguins):
@@ -61,7 +73,9 @@ feature { name: "seen_at" type: BYTES shape { dim { size: 1 } } }
 
 def test_overrides_and_exclusions_shape_the_feature_list():
     declared = features.declare(
-        MIXED, "y", exclude=["customer_id"],
+        MIXED,
+        "y",
+        exclude=["customer_id"],
         overrides={"city": Override(Encoding.HASHED, 1000), "seen_at": Override(Encoding.TIMESTAMP)},
     )
     assert [(f.name, f.encoding, f.optional, f.buckets) for f in declared.features] == [
@@ -80,13 +94,16 @@ def test_problem_is_inferred_from_the_label_with_a_reason():
     assert features.infer_problem(by_name["count"], MIXED)[0] is Problem.REGRESSION
 
 
-@pytest.mark.parametrize("label, problem, overrides, message", [
-    ("nope", None, {}, "label 'nope' is not a column of the schema"),
-    ("y", Problem.MULTICLASS, {}, None),  # two classes are a valid multiclass problem
-    ("city", Problem.BINARY, {}, "a binary label needs exactly 2 classes in the schema; 'city' lists 0"),
-    ("y", None, {"city": Override(Encoding.HASHED)}, "'city' is hashed but has no bucket count"),
-    ("y", None, {"city": Override(Encoding.NUMERIC)}, "'city' holds strings and cannot be numeric"),
-])
+@pytest.mark.parametrize(
+    "label, problem, overrides, message",
+    [
+        ("nope", None, {}, "label 'nope' is not a column of the schema"),
+        ("y", Problem.MULTICLASS, {}, None),  # two classes are a valid multiclass problem
+        ("city", Problem.BINARY, {}, "a binary label needs exactly 2 classes in the schema; 'city' lists 0"),
+        ("y", None, {"city": Override(Encoding.HASHED)}, "'city' is hashed but has no bucket count"),
+        ("y", None, {"city": Override(Encoding.NUMERIC)}, "'city' holds strings and cannot be numeric"),
+    ],
+)
 def test_inconsistent_declarations_are_refused(label, problem, overrides, message):
     if message is None:
         assert features.declare(MIXED, label, problem, overrides=overrides).label.classes == ("0", "1")

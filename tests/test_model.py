@@ -64,9 +64,14 @@ def test_inputs_are_exactly_the_declared_ones_with_their_types():
     assert any(isinstance(layer, tf.keras.layers.Embedding) for layer in model.layers)
 
 
-@pytest.mark.parametrize("label, objective", [
-    (MULTICLASS, ("val_accuracy", "max")), (BINARY, ("val_auc", "max")), (REGRESSION, ("val_loss", "min")),
-])
+@pytest.mark.parametrize(
+    "label, objective",
+    [
+        (MULTICLASS, ("val_accuracy", "max")),
+        (BINARY, ("val_auc", "max")),
+        (REGRESSION, ("val_loss", "min")),
+    ],
+)
 def test_tuner_objective_fits_the_problem(label, objective):
     chosen = network.tuner_objective(label)
     assert (chosen.name, chosen.direction) == objective

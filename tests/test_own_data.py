@@ -69,8 +69,9 @@ def _init_and_run(folder: Path, init_args: list[str], *runs: tuple[str, ...]) ->
 def diabetes(tmp_path_factory) -> Project:
     folder = tmp_path_factory.mktemp("diabetes")
     datasets.write_diabetes(folder / "exports", "parquet")
-    project = _init_and_run(folder, ["--data", str(folder / "exports"), "--label", "progression", "--name", "diabetes"],
-                            NO_TUNER)
+    project = _init_and_run(
+        folder, ["--data", str(folder / "exports"), "--label", "progression", "--name", "diabetes"], NO_TUNER
+    )
     assert project.runs[0].code == 0, project.runs[0].stdout + project.runs[0].stderr
     return project
 
@@ -99,7 +100,9 @@ def test_regression_run_reports_rmse_and_pushes(diabetes):
 
 def _eval_examples(output: Path) -> list[tf.train.Example]:
     """The newest eval split ExampleGen wrote: rows the model never trained on."""
-    split = max((output / "pipeline" / nodes.EXAMPLE_GEN / "examples").glob("*/Split-eval"), key=lambda p: int(p.parent.name))
+    split = max(
+        (output / "pipeline" / nodes.EXAMPLE_GEN / "examples").glob("*/Split-eval"), key=lambda p: int(p.parent.name)
+    )
     records = tf.data.TFRecordDataset([str(p) for p in split.glob("*.gz")], compression_type="GZIP")
     return [tf.train.Example.FromString(r.numpy()) for r in records]
 
@@ -173,7 +176,11 @@ def test_lineage_records_which_span_trained_which_model_and_the_baseline(subscri
 
     def trained_on_span(run) -> int:
         model = run[nodes.TRAINER].output("model")
-        examples = [a for a in lineage.upstream_artifacts(store, model.id) if a.id == run[nodes.EXAMPLE_GEN].output("examples").id]
+        examples = [
+            a
+            for a in lineage.upstream_artifacts(store, model.id)
+            if a.id == run[nodes.EXAMPLE_GEN].output("examples").id
+        ]
         assert examples, "the model's lineage does not reach ExampleGen's output"
         return lineage.custom_property(examples[0], "span")
 

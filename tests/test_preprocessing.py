@@ -16,7 +16,8 @@ from models.features import Feature, Label, Problem
 
 XF = encodings.transformed_name
 
-SCHEMA = text_format.Parse("""
+SCHEMA = text_format.Parse(
+    """
 feature { name: "length" type: FLOAT value_count { min: 1 max: 1 } presence { min_count: 1 } }
 feature { name: "depth" type: FLOAT presence { min_fraction: 1 } shape { dim { size: 1 } } }
 feature { name: "mass" type: INT presence { min_fraction: 1 } shape { dim { size: 1 } } }
@@ -28,7 +29,9 @@ feature { name: "signed_up" type: BYTES presence { min_fraction: 1 } shape { dim
 feature { name: "unix_time" type: INT presence { min_fraction: 1 } shape { dim { size: 1 } } }
 feature { name: "species" type: BYTES presence { min_fraction: 1 } shape { dim { size: 1 } } }
 feature { name: "price" type: FLOAT presence { min_fraction: 1 } shape { dim { size: 1 } } }
-""", schema_pb2.Schema())
+""",
+    schema_pb2.Schema(),
+)
 
 DECLARED = features.Declarations(
     features=(
@@ -47,9 +50,19 @@ DECLARED = features.Declarations(
 
 
 def _row(length, mass, island, sex, rooms, company, signed_up, unix_time, species):
-    row = {"length": [] if length is None else [length], "depth": [18.0], "mass": [mass], "island": [island],
-           "sex": [] if sex is None else [sex], "rooms": [rooms], "company": [company], "signed_up": [signed_up],
-           "unix_time": [unix_time], "species": [species], "price": [1.0]}
+    row = {
+        "length": [] if length is None else [length],
+        "depth": [18.0],
+        "mass": [mass],
+        "island": [island],
+        "sex": [] if sex is None else [sex],
+        "rooms": [rooms],
+        "company": [company],
+        "signed_up": [signed_up],
+        "unix_time": [unix_time],
+        "species": [species],
+        "price": [1.0],
+    }
     return row
 
 

@@ -40,20 +40,25 @@ def test_minimal_file_gets_sensible_defaults_and_an_inferred_problem(project):
 
 
 def test_flags_override_the_file(project):
-    loaded = _load(project, **{"training.tuner": False, "evaluation.threshold": 0.9, "output": str(project / "elsewhere")})
+    loaded = _load(
+        project, **{"training.tuner": False, "evaluation.threshold": 0.9, "output": str(project / "elsewhere")}
+    )
     assert loaded.training.tuner is False
     assert loaded.evaluation.threshold == 0.9
     assert settings.resolve(loaded, project).paths.output_root == project / "elsewhere"
 
 
-@pytest.mark.parametrize("text, message", [
-    (MINIMAL + "\n[training]\ntrain_step = 10\n", "[training] train_step: is not a known setting"),
-    ('model_name = "penguins"\n', "label: is required"),
-    (MINIMAL + "\n[split]\neval_fraction = 1.5\n", "[split] eval_fraction: Input should be less than 1"),
-    (MINIMAL + "\n[data]\nformat = \"xlsx\"\n", "[data] format: Input should be 'csv', 'parquet' or 'tfrecord'"),
-    (MINIMAL.replace('"penguins"', '"../escape"'), "model_name: String should match pattern"),
-    ("model_name = \n", "is not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (MINIMAL + "\n[training]\ntrain_step = 10\n", "[training] train_step: is not a known setting"),
+        ('model_name = "penguins"\n', "label: is required"),
+        (MINIMAL + "\n[split]\neval_fraction = 1.5\n", "[split] eval_fraction: Input should be less than 1"),
+        (MINIMAL + '\n[data]\nformat = "xlsx"\n', "[data] format: Input should be 'csv', 'parquet' or 'tfrecord'"),
+        (MINIMAL.replace('"penguins"', '"../escape"'), "model_name: String should match pattern"),
+        ("model_name = \n", "is not valid TOML"),
+    ],
+)
 def test_bad_project_files_are_one_line_naming_the_setting(project, text, message):
     (project / config.CONFIG_FILE).write_text(text)
     with pytest.raises(config.ConfigError) as error:
@@ -62,11 +67,14 @@ def test_bad_project_files_are_one_line_naming_the_setting(project, text, messag
     assert str(project / config.CONFIG_FILE) in str(error.value)
 
 
-@pytest.mark.parametrize("extra, message", [
-    ('\n[evaluation]\nslices = ["colony"]\n', "[evaluation] slices names column 'colony', which is not in"),
-    ('\n[evaluation]\nmetric = "rmse"\n', "metric 'rmse' does not apply to multiclass problems"),
-    ('\n[label]\ncolumn = "body_mass_g"\nproblem = "binary"\n', None),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ('\n[evaluation]\nslices = ["colony"]\n', "[evaluation] slices names column 'colony', which is not in"),
+        ('\n[evaluation]\nmetric = "rmse"\n', "metric 'rmse' does not apply to multiclass problems"),
+        ('\n[label]\ncolumn = "body_mass_g"\nproblem = "binary"\n', None),
+    ],
+)
 def test_settings_that_contradict_the_schema_are_refused(project, extra, message):
     text = MINIMAL + extra if "[label]" not in extra else 'model_name = "penguins"\n' + extra
     (project / config.CONFIG_FILE).write_text(text)

@@ -78,7 +78,9 @@ def test_transform_is_keyed_on_preprocessing_code_only(project):
     assert transform.exec_properties["preprocessing_fn"] == "models.preprocessing.preprocessing_fn"
     assert transform.exec_properties.get("module_file") is None
     expected = settings.source_digest(settings.PREPROCESSING_MODULES)
-    assert len(expected) == 16 and f'"{PREPROCESSING_DIGEST}": "{expected}"' in transform.exec_properties["custom_config"]
+    assert (
+        len(expected) == 16 and f'"{PREPROCESSING_DIGEST}": "{expected}"' in transform.exec_properties["custom_config"]
+    )
     # ...while the Trainer packages all of models/, so any model edit retrains.
     assert trainer.exec_properties["module_file"].endswith("models/training.py")
 
@@ -98,10 +100,10 @@ def test_the_preprocessing_digest_follows_the_source(tmp_path, monkeypatch):
 def test_the_preprocessing_digest_covers_every_model_module_transform_runs():
     """A models/ module that preprocessing_fn imports but the digest leaves out would let Transform reuse stale output."""
     script = (
-        "import sys, models.preprocessing; "
-        "print(' '.join(sorted(m for m in sys.modules if m.startswith('models.'))))"
+        "import sys, models.preprocessing; print(' '.join(sorted(m for m in sys.modules if m.startswith('models.'))))"
     )
-    loaded = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                            check=True).stdout.split()
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert set(loaded) == set(settings.PREPROCESSING_MODULES)
     assert settings.PREPROCESSING_FN == "models.preprocessing.preprocessing_fn"
