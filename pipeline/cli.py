@@ -21,6 +21,7 @@ from models.features import Problem
 from pipeline import config, nodes
 from pipeline import settings as settings_module
 
+EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_NOT_BLESSED = 3
@@ -236,7 +237,7 @@ def _replay_if_unchanged(settings: settings_module.Settings, console: Console) -
     )
     summary = report.RunReport(**recorded.report).replayed()
     report.render(summary, settings, console)
-    sys.exit(0 if summary.blessed else EXIT_NOT_BLESSED)
+    sys.exit(EXIT_OK if summary.blessed else EXIT_NOT_BLESSED)
 
 
 def _schema_feature(settings: settings_module.Settings, name: str):
@@ -262,7 +263,9 @@ def _run_and_report(settings: settings_module.Settings, out: Console, err: Conso
         if isinstance(failure.cause, guards.DataAnomaliesError):
             err.print(
                 f"[bold red]Error:[/] data anomalies stopped the run before Transform; nothing was trained or pushed.\n"
-                f"{escape(str(failure.cause))}\nFix the data, or review and update {settings.paths.schema_file}.{escape(where)}"
+                f"{escape(str(failure.cause))}\nFix the data, or review and update {settings.paths.schema_file} "
+                "(edits take effect on the next run). To stop using and checking a column, add it to "
+                f"[features] exclude in the project file.{escape(where)}"
             )
         else:
             err.print(
@@ -274,7 +277,7 @@ def _run_and_report(settings: settings_module.Settings, out: Console, err: Conso
     summary = report.build_report(settings)
     report.render(summary, settings, out)
     rerun.record(settings, dataclasses.asdict(summary), f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}")
-    return 0 if summary.blessed else EXIT_NOT_BLESSED
+    return EXIT_OK if summary.blessed else EXIT_NOT_BLESSED
 
 
 @main.command()

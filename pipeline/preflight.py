@@ -74,8 +74,9 @@ def _check_header(path: Path, columns: Sequence[str], settings: Settings) -> Non
                 f"{path}: column '{name}' is not in the curated schema {settings.paths.schema_file}; "
                 "add it there after review, or drop it from the data"
             )
+    excluded = set(settings.project.features.exclude)  # not inputs, and not validated
     for feature in settings.schema.feature:
-        if feature.name not in seen and not features.is_optional(feature):
+        if feature.name not in seen and not features.is_optional(feature) and feature.name not in excluded:
             raise DataError(f"{path}: column '{feature.name}' is missing; the schema says every example has it")
 
 
@@ -173,7 +174,7 @@ def _check_csv(files: list[Path], settings: Settings) -> int:
     header: list[str] | None = None
     first_file = files[0]
     label = settings.project.label.column
-    types = settings.column_types
+    types = settings.example_column_types  # excluded columns are read as text, unchecked
     text_checks = _text_checks(settings)
     filled = collections.Counter()
     total = 0
@@ -227,6 +228,7 @@ def _check_parquet(files: list[Path], settings: Settings) -> int:
     """Checks every Parquet file of one batch: columns, types against the schema, labels and numbers."""
     label = settings.project.label.column
     types = settings.column_types
+    excluded = set(settings.project.features.exclude)  # not inputs, and not validated
     filled = collections.Counter()
     names: list[str] | None = None
     total = 0
@@ -245,6 +247,8 @@ def _check_parquet(files: list[Path], settings: Settings) -> int:
         if table.num_rows == 0:
             raise DataError(f"{path} has no rows")
         for name in table.column_names:
+            if name in excluded:
+                continue
             column = table.column(name).combine_chunks()
             stored = tables.arrow_kind(column.type)
             expected = types[name]

@@ -121,6 +121,17 @@ def new_log_path(settings: Settings) -> Path:
     return settings.paths.logs_dir / f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}.log"
 
 
+def stage_schema(settings: Settings) -> Path:
+    """Writes the schema ImportSchemaGen reads to its content-named path, whole or not at all."""
+    path = settings.imported_schema_file
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.write_text(settings.imported_schema_text, encoding="utf-8")
+        partial.replace(path)
+    return path
+
+
 def run_pipeline(settings: Settings, console: Console, log_path: Path | None) -> list[ComponentTiming]:
     """Runs the DAG once; returns per-component timings, or raises RunFailed."""
     from absl import logging as absl_logging
@@ -133,6 +144,7 @@ def run_pipeline(settings: Settings, console: Console, log_path: Path | None) ->
     absl_logger = logging.getLogger("absl")
     absl_logger.addHandler(progress)
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(settings.paths.metadata_path))
+    stage_schema(settings)
     try:
         tfx.orchestration.LocalDagRunner().run(create_pipeline(settings, connection))
     except Exception as error:  # any component failure: logged in full, reported in one line

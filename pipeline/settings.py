@@ -81,6 +81,39 @@ class Settings:
         return {f.name: schema_pb2.FeatureType.Name(f.type) for f in self.schema.feature}
 
     @property
+    def example_column_types(self) -> dict[str, str]:
+        """The types ExampleGen reads columns as: the schema's, but excluded columns as text, unchecked."""
+        excluded = set(self.project.features.exclude)
+        return {name: "BYTES" if name in excluded else kind for name, kind in self.column_types.items()}
+
+    @property
+    def imported_schema(self) -> schema_pb2.Schema:
+        """The curated schema as the pipeline imports it: excluded columns are DEPRECATED, which
+        ExampleValidator (TFDV) and Transform pass over, so excluding a column takes it out of validation."""
+        imported = schema_pb2.Schema()
+        imported.CopyFrom(self.schema)
+        excluded = set(self.project.features.exclude)
+        for feature in imported.feature:
+            if feature.name in excluded:
+                feature.lifecycle_stage = schema_pb2.DEPRECATED
+        return imported
+
+    @property
+    def imported_schema_text(self) -> str:
+        """`imported_schema` in text format, as ImportSchemaGen reads it."""
+        return text_format.MessageToString(self.imported_schema)
+
+    @property
+    def imported_schema_file(self) -> Path:
+        """Where the runner stages `imported_schema`, named by its content's digest.
+
+        ImportSchemaGen's cache key is the file's path, not its content, so an edited schema (or a
+        changed exclusion) gets a new path and invalidates SchemaGen and everything after it.
+        """
+        digest = hashlib.sha256(self.imported_schema_text.encode()).hexdigest()[:16]
+        return self.paths.output_root / "schema" / digest / "schema.pbtxt"
+
+    @property
     def input_folder(self) -> Path:
         """The folder this run's files are in: the span's folder, or the data folder."""
         return self.paths.data_root / f"span-{self.span}" if self.span is not None else self.paths.data_root

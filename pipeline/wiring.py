@@ -63,7 +63,7 @@ def _example_gen(settings: Settings):
     # CSV and Parquet: Arrow readers typed by the curated schema (see pipeline/table_example_gen.py).
     return FileBasedExampleGen(
         custom_executor_spec=executor_spec.BeamExecutorSpec(table_example_gen.TableExampleGenExecutor),
-        custom_config=table_example_gen.executor_config(data.format, settings.column_types),
+        custom_config=table_example_gen.executor_config(data.format, settings.example_column_types),
         **kwargs,
     )
 
@@ -82,7 +82,8 @@ def create_pipeline(
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"]).with_id(STATISTICS_GEN)
 
     # The curated schema: `tfxp init` inferred it, a person reviewed it.
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=str(paths.schema_file)).with_id(SCHEMA_GEN)
+    # Its path names its content, so an edit reaches every run (see Settings.imported_schema_file).
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=str(settings.imported_schema_file)).with_id(SCHEMA_GEN)
 
     # Compare each split's statistics with the schema...
     example_validator = tfx.components.ExampleValidator(

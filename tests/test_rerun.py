@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from ml_metadata.proto import metadata_store_pb2
+from tensorflow_metadata.proto.v0 import schema_pb2
 
-from pipeline import config, nodes, rerun, settings
+from pipeline import config, nodes, rerun, runner, settings
 from pipeline.wiring import PREPROCESSING_DIGEST, create_pipeline
 from tests.datasets import PROJECT_ROOT
 
@@ -107,3 +108,26 @@ def test_the_preprocessing_digest_covers_every_model_module_transform_runs():
     ).stdout.split()
     assert set(loaded) == set(settings.PREPROCESSING_MODULES)
     assert settings.PREPROCESSING_FN == "models.preprocessing.preprocessing_fn"
+
+
+def test_an_edited_schema_or_exclusion_changes_what_schemagen_imports(project):
+    """ImportSchemaGen is cached on its file's path, so the path must follow the schema's content."""
+
+    def imported(resolved: settings.Settings) -> str:
+        return _components(resolved)[nodes.SCHEMA_GEN].exec_properties["schema_file"]
+
+    before = imported(_settings(project))
+    assert imported(_settings(project)) == before  # unchanged content: TFX may reuse the import
+    schema_file = project / "schema" / "schema.pbtxt"
+    schema_file.write_text(schema_file.read_text().replace("max: 7000", "max: 8000"))
+    widened = _settings(project)
+    assert imported(widened) != before
+    staged = runner.stage_schema(widened)
+    assert str(staged) == imported(widened) and "max: 8000" in staged.read_text()
+
+    excluding = _settings(project, **{"features.exclude": ["body_mass_g"]})
+    assert imported(excluding) != imported(widened)
+    (mass,) = [f for f in excluding.imported_schema.feature if f.name == "body_mass_g"]
+    assert mass.lifecycle_stage == schema_pb2.DEPRECATED
+    assert excluding.example_column_types["body_mass_g"] == "BYTES"  # read as text, unchecked
+    assert widened.example_column_types["body_mass_g"] == "INT"
