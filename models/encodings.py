@@ -177,10 +177,12 @@ class Timestamp(ColumnEncoding):
     encoding = Encoding.TIMESTAMP
     PARTS: ClassVar[dict[str, int]] = {"hour": 24, "weekday": 7, "month": 12}  # part → number of values
     ISO_8601 = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?)?(Z|[+-]\d{2}:?\d{2})?$")
+    US_DATE = re.compile(r"^\d{1,2}/\d{1,2}/\d{4}( \d{1,2}:\d{2}(:\d{2})?)?$")  # 5/31/2024 17:45, as US exports write
+    TEXT_FORMATS = ("%m/%d/%Y", "%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S")  # US_DATE, for `tfxp init` to recognise
 
     def check_text(self, text: str) -> str | None:
-        if not self.ISO_8601.match(text):
-            return "is not an ISO-8601 timestamp such as 2024-05-31 17:45:00"
+        if not (self.ISO_8601.match(text) or self.US_DATE.match(text)):
+            return "is not a date or time such as 2024-05-31 17:45:00 (ISO 8601) or 5/31/2024 17:45"
         return None
 
     def describe(self, buckets: int, optional: bool) -> str:

@@ -59,10 +59,18 @@ def _month_from_days(days: tf.Tensor) -> tf.Tensor:
     return tf.where(shifted_month < 10, shifted_month + 3, shifted_month - 9)
 
 
+def iso_date_text(value: tf.Tensor) -> tf.Tensor:
+    """US dates (5/31/2024, 05/31/2024 7:45) rewritten as zero-padded ISO text (2024-05-31 07:45); ISO unchanged."""
+    text = tf.strings.regex_replace(value, r"^(\d{1,2})/(\d{1,2})/(\d{4})", r"\3-\1-\2")
+    text = tf.strings.regex_replace(text, r"^(\d{4})-(\d)-", r"\1-0\2-")
+    text = tf.strings.regex_replace(text, r"^(\d{4}-\d{2})-(\d)(\D|$)", r"\1-0\2\3")
+    return tf.strings.regex_replace(text, r"^(\d{4}-\d{2}-\d{2})[ T](\d):", r"\1 0\2:")
+
+
 def timestamp_parts(value: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Hour (0-23), weekday (Monday 0) and month (0-11) of ISO-8601 strings or Unix seconds."""
+    """Hour (0-23), weekday (Monday 0) and month (0-11) of ISO-8601 or US date strings, or Unix seconds."""
     if value.dtype == tf.string:
-        padded = tf.strings.join([value, "T00:00:00"])  # a bare date reads as midnight
+        padded = tf.strings.join([iso_date_text(value), "T00:00:00"])  # a bare date reads as midnight
 
         def number(start: int, length: int) -> tf.Tensor:
             return tf.strings.to_number(tf.strings.substr(padded, start, length), out_type=tf.int64)

@@ -10,16 +10,21 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
+from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from models import features
 from models.features import Problem
 from pipeline import config, nodes
 from pipeline import settings as settings_module
+
+if TYPE_CHECKING:  # init's module imports TFDV; the CLI loads it only when init runs
+    from pipeline import starter
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -104,8 +109,6 @@ def _absolute(path: Path | None) -> str | None:
 @click.option("--force", is_flag=True, help="Overwrite an existing tfxp.toml and schema.")
 def init(data, label, data_format, problem, model_name, project_dir, exclude, force):
     """Profile a dataset with TFDV; write a starter tfxp.toml and schema/schema.pbtxt to review."""
-    from rich.table import Table
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter, before TFDV imports it
     warnings.simplefilter("ignore")
     from pipeline import starter
@@ -119,22 +122,30 @@ def init(data, label, data_format, problem, model_name, project_dir, exclude, fo
         project_file, schema_file = starter.write_starter(draft, project_dir, force)
     except starter.InitError as error:
         _fail(str(error), EXIT_BAD_INPUT)
-    table = Table(title=f"{draft.rows} rows: what init decided per column", title_justify="left")
-    for heading in ("column", "type", "missing", "distinct", "treatment", "why"):
-        table.add_column(heading)
-    for d in draft.decisions:
-        table.add_row(
-            escape(d.column),
-            d.kind,
-            f"{d.missing:.0%}",
-            "" if d.distinct is None else str(d.distinct),
-            escape(d.treatment),
-            escape(d.reason),
-        )
-    console.print(table)
+    console.print(_decision_table(draft))
     console.print(f"Problem: [bold]{draft.problem.value}[/] (inferred: {escape(draft.problem_reason)})")
     console.print(f"Wrote {project_file} and {schema_file}.")
     console.print("Review both (the schema is what every new batch is checked against), then run [bold]tfxp run[/].")
+
+
+def _decision_table(draft: starter.Starter) -> Table:
+    """What init decided per column; the reason goes under the treatment so the table fits 80 columns."""
+    table = Table(
+        title=f"{draft.rows} rows: what init decided per column",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_lines=True,
+        pad_edge=False,
+    )
+    table.add_column("column", overflow="fold", max_width=24)
+    for heading in ("type", "missing", "distinct"):
+        table.add_column(heading, no_wrap=True)
+    table.add_column("treatment, and why", ratio=1)
+    for d in draft.decisions:
+        distinct = "" if d.distinct is None else str(d.distinct)
+        decided = f"{escape(d.treatment)}\n[dim]{escape(d.reason)}[/]"
+        table.add_row(escape(d.column), d.kind, f"{d.missing:.0%}", distinct, decided)
+    return table
 
 
 @main.command()
@@ -210,6 +221,10 @@ def run(
         _fail(f"could not read {settings.input_folder}: {type(error).__name__}: {error}\nNothing was run.", EXIT_FAILED)
     span_text = f"span {settings.span}, " if settings.span is not None else ""
     console.print(f"Checked {span_text}{len(summary.files)} file(s), {summary.rows} rows in {summary.folder}")
+    if summary.unlabeled:
+        console.print(
+            f"{summary.unlabeled} row(s) have no value in the label '{escape(label.name)}'; they are left out."
+        )
 
     from pipeline import runner
 

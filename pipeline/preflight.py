@@ -39,6 +39,19 @@ class DataSummary:
     folder: Path
     files: list[Path]
     rows: int
+    unlabeled: int = 0  # rows without a label, which ExampleGen leaves out
+
+
+MAX_UNLABELED_SHARE = 0.5  # more rows than this without a label: the wrong column, or a broken export
+
+
+def _check_unlabeled(folder: Path, label: str, rows: int, unlabeled: int, where: str) -> None:
+    """A few rows without a label are left out; a batch mostly without one is refused."""
+    if unlabeled > MAX_UNLABELED_SHARE * rows:
+        raise DataError(
+            f"{unlabeled} of the {rows} rows in {folder} have no value in the label '{label}' ({where}); "
+            "check the [label] column, or fill in the labels"
+        )
 
 
 def _shown(text: str) -> str:
@@ -169,15 +182,16 @@ def _value_checker(kind: str, column: str, text_check: Callable[[str], str | Non
     return check
 
 
-def _check_csv(files: list[Path], settings: Settings) -> int:
-    """Checks every CSV file of one batch; returns the number of rows."""
+def _check_csv(files: list[Path], settings: Settings) -> tuple[int, int]:
+    """Checks every CSV file of one batch; returns the number of rows, and of rows without a label."""
     header: list[str] | None = None
     first_file = files[0]
     label = settings.project.label.column
     types = settings.example_column_types  # excluded columns are read as text, unchecked
     text_checks = _text_checks(settings)
     filled = collections.Counter()
-    total = 0
+    total = unlabeled = 0
+    first_unlabeled = ""
     for path in files:
         records = _records(path, _decode(path))
         first = next(records, None)
@@ -204,7 +218,8 @@ def _check_csv(files: list[Path], settings: Settings) -> int:
                     f"(row: {_shown(','.join(row))})"
                 )
             if not row[label_index]:
-                raise DataError(f"{path}, line {line}: the label '{label}' is empty; every row needs a label")
+                unlabeled += 1
+                first_unlabeled = first_unlabeled or f"the first is {path.name}, line {line}"
             for i, name, check in checks:
                 value = row[i]
                 if not value:
@@ -218,20 +233,22 @@ def _check_csv(files: list[Path], settings: Settings) -> int:
     for name in header or ():
         if filled[name] == 0 and name not in settings.project.features.exclude:
             raise _empty_column_error(files[0].parent, name)
-    return total
+    _check_unlabeled(first_file.parent, label, total, unlabeled, first_unlabeled)
+    return total, unlabeled
 
 
 # ---------------------------------------------------------------- Parquet
 
 
-def _check_parquet(files: list[Path], settings: Settings) -> int:
+def _check_parquet(files: list[Path], settings: Settings) -> tuple[int, int]:
     """Checks every Parquet file of one batch: columns, types against the schema, labels and numbers."""
     label = settings.project.label.column
     types = settings.column_types
     excluded = set(settings.project.features.exclude)  # not inputs, and not validated
     filled = collections.Counter()
     names: list[str] | None = None
-    total = 0
+    total = unlabeled = 0
+    first_unlabeled = ""
     for path in files:
         try:
             table = pq.read_table(path)
@@ -256,8 +273,9 @@ def _check_parquet(files: list[Path], settings: Settings) -> int:
                 raise DataError(f"{path}, column '{name}': stored as {column.type}, but the schema says {expected}")
             nulls = column.null_count
             if name == label and nulls:
+                unlabeled += nulls
                 row = int(np.flatnonzero(np.asarray(pc.is_null(column)))[0]) + 1
-                raise DataError(f"{path}, row {row}: the label '{label}' is empty; every row needs a label")
+                first_unlabeled = first_unlabeled or f"the first is {path.name}, row {row}"
             if pa.types.is_floating(column.type):
                 bad = np.flatnonzero(
                     ~np.isfinite(column.to_numpy(zero_copy_only=False)) & np.asarray(pc.is_valid(column))
@@ -270,13 +288,14 @@ def _check_parquet(files: list[Path], settings: Settings) -> int:
     for name in names or ():
         if filled[name] == 0 and name not in settings.project.features.exclude:
             raise _empty_column_error(files[0].parent, name)
-    return total
+    _check_unlabeled(files[0].parent, label, total, unlabeled, first_unlabeled)
+    return total, unlabeled
 
 
 # ---------------------------------------------------------------- TFRecord
 
 
-def _check_tfrecord(files: list[Path], settings: Settings) -> int:
+def _check_tfrecord(files: list[Path], settings: Settings) -> tuple[int, int]:
     """Checks that each file holds tf.Examples carrying the label; ExampleValidator checks the values."""
     import tensorflow as tf
 
@@ -296,7 +315,7 @@ def _check_tfrecord(files: list[Path], settings: Settings) -> int:
         if label not in first.features.feature:
             raise DataError(f"{path}, record 1: the label '{label}' is missing")
         total += len(records)
-    return total
+    return total, 0  # ImportExampleGen keeps every record; ExampleValidator checks the label's presence
 
 
 CHECKS = {"csv": _check_csv, "parquet": _check_parquet, "tfrecord": _check_tfrecord}
@@ -314,5 +333,5 @@ def check_data(settings: Settings) -> DataSummary:
             check_inside_project(path, settings.project, settings.paths.project_dir, "data file")
         except ConfigError as error:
             raise DataError(str(error)) from None
-    rows = CHECKS[settings.project.data.format](files, settings)
-    return DataSummary(folder, files, rows)
+    rows, unlabeled = CHECKS[settings.project.data.format](files, settings)
+    return DataSummary(folder, files, rows, unlabeled)

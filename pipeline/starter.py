@@ -5,23 +5,39 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
 from models import encodings, evaluation
 from models.encodings import Encoding
 from models.features import Override, Problem
-from pipeline import config, tables
+from pipeline import config, preflight, tables
 from pipeline.settings import find_spans
 
 HASH_ABOVE = 100  # strings with more distinct values are hashed (TFDV lists no domain above this)
 INT_CATEGORY_MAX = 10  # integers with at most this many distinct values are treated as categories
 MAX_SLICES = 3
 ID_MIN_ROWS = 50  # below this, "every value distinct" says nothing about being an id
+# A column present in fewer rows than this, or in under this share of rows, is too sparse to learn
+# from, and a split that happens to miss it would fail validation.
+SPARSE_ROWS = 20
+SPARSE_SHARE = 0.01
+ID_NAME = re.compile(r"^(id|index|rownames|row_?(id|num|number))$|[_ .-]id$|^unnamed: ?\d+$", re.IGNORECASE)
+CAMEL_ID_NAME = re.compile(r"[a-z0-9]I[dD]$")  # customerId, userID
+ID_NAME_DISTINCT = 0.5  # a column named like an id is one when at least this share of its values differ
+# Integers named like codes are categories, however many values they take: 0-padding and order mean nothing.
+CODE_NAME = re.compile(
+    r"code|zip|postal|store|region|district|branch|station|county|country|category|segment|group", re.IGNORECASE
+)
+TIME_NAME = re.compile(r"time|date|epoch|_at$|_ts$", re.IGNORECASE)
+UNIX_SECONDS = (1e8, 4e9)  # 1973 to 2096: integers named like times in this range are Unix seconds
 
 
 class InitError(ValueError):
@@ -92,6 +108,29 @@ def read_dataset(files: list[Path], data_format: str) -> tuple[list[pa.RecordBat
     for table in read:
         batches.extend(tables.example_batch(b) for b in table.to_batches(max_chunksize=tables.BATCH_ROWS))
     return batches, timestamps
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnFacts:
+    """What TFDV's statistics do not say about a column: distinct values and whether it counts rows."""
+
+    present: int  # rows with a value
+    distinct: int
+    first: object  # the first value, to name a constant
+    sequence: bool  # integers going up by one from row to row: a row number
+
+
+def column_facts(batches: list[pa.RecordBatch], name: str) -> ColumnFacts:
+    """Facts about one column of the tf.Example-shaped batches."""
+    values = pa.chunked_array([b.column(name).flatten() for b in batches]).combine_chunks()
+    present = len(values)
+    sequence = False
+    if pa.types.is_integer(values.type) and present >= 2:
+        sequence = bool(np.all(np.diff(values.to_numpy()) == 1))
+    first = values[0].as_py() if present else None
+    if isinstance(first, bytes):
+        first = first.decode("utf-8", "replace")
+    return ColumnFacts(present, pc.count_distinct(values).as_py() if present else 0, first, sequence)
 
 
 def compute_statistics(batches: list[pa.RecordBatch]) -> statistics_pb2.DatasetFeatureStatisticsList:
@@ -176,22 +215,48 @@ def _encode(
     return ColumnChoice(encodings.of(encoding).describe(buckets, optional), reason, encoding, override)
 
 
-def _decide(name: str, kind: str, stats, rows: int, timestamps: set[str]) -> ColumnChoice:
-    """How one feature column is used, from its type and TFDV statistics."""
-    distinct = _distinct(stats)
-    present = _common(stats).num_non_missing
-    if name in timestamps:
+def _looks_like_id(name: str, kind: str, facts: ColumnFacts, rows: int) -> str | None:
+    """Why a column is an id rather than a feature, or None."""
+    if kind == "FLOAT" or rows < ID_MIN_ROWS:
+        return None
+    if facts.sequence and facts.present == rows:
+        return f"a row number: counts up by one from {facts.first}"
+    if kind == "BYTES" and facts.distinct == facts.present:
+        return f"looks like an id: all {facts.distinct} values distinct"
+    if (ID_NAME.search(name) or CAMEL_ID_NAME.search(name)) and facts.distinct >= ID_NAME_DISTINCT * facts.present:
+        return f"named like an id, {facts.distinct} distinct values"
+    return None
+
+
+def _decide(name: str, kind: str, stats, facts: ColumnFacts, rows: int, timestamps: set[str]) -> ColumnChoice:
+    """How one feature column is used, from its name, type, TFDV statistics and facts."""
+    if facts.present < SPARSE_ROWS or facts.present < SPARSE_SHARE * rows:
+        share = facts.present / rows if rows else 0
+        return ColumnChoice("excluded", f"nearly empty: {facts.present} of {rows} rows ({share:.1%}) have a value")
+    if facts.distinct == 1:
+        return ColumnChoice("excluded", f"constant: every value is {str(facts.first)[:30]!r}")
+    if name in timestamps:  # every value distinct is what times are, not an id
         return _encode(Encoding.TIMESTAMP, "values parse as dates/times")
+    if why := _looks_like_id(name, kind, facts, rows):
+        return ColumnChoice("excluded", why)
     if kind == "BYTES":
-        if rows >= ID_MIN_ROWS and distinct == present:
-            return ColumnChoice("excluded", f"looks like an id: all {distinct} values distinct")
-        if distinct > HASH_ABOVE:
-            buckets = 10 ** math.ceil(math.log10(distinct * 2))
-            return _encode(Encoding.HASHED, f"{distinct} distinct values", buckets)
-        return _encode(Encoding.VOCABULARY, f"{distinct} distinct values", implied=True)
-    if kind == "INT" and (values := _int_values(stats)):
-        return _encode(Encoding.VOCABULARY, f"integer with only {len(values)} values: a category")
-    missing = 1 - present / rows if rows else 0
+        if facts.distinct > HASH_ABOVE:
+            buckets = 10 ** math.ceil(math.log10(facts.distinct * 2))
+            return _encode(Encoding.HASHED, f"{facts.distinct} distinct values", buckets)
+        return _encode(Encoding.VOCABULARY, f"{facts.distinct} distinct values", implied=True)
+    if kind == "INT":
+        numbers = stats.num_stats
+        if TIME_NAME.search(name) and UNIX_SECONDS[0] <= numbers.min and numbers.max <= UNIX_SECONDS[1]:
+            return _encode(Encoding.TIMESTAMP, "named like a time, values are Unix seconds")
+        if values := _int_values(stats):
+            return _encode(Encoding.VOCABULARY, f"integer with only {len(values)} values: a category")
+        if CODE_NAME.search(name):
+            why = f"integer named like a code, {facts.distinct} values: a category"
+            if facts.distinct > HASH_ABOVE:
+                buckets = 10 ** math.ceil(math.log10(facts.distinct * 2))
+                return _encode(Encoding.HASHED, why, buckets)
+            return _encode(Encoding.VOCABULARY, why)
+    missing = 1 - facts.present / rows if rows else 0
     reason = "number" + (f", {missing:.0%} missing (imputed with the mean)" if missing else "")
     return _encode(Encoding.NUMERIC, reason, optional=missing > 0, implied=True)
 
@@ -337,6 +402,7 @@ class Profile:
     stats_by_name: dict[str, statistics_pb2.FeatureNameStatistics]
     schema: schema_pb2.Schema
     timestamps: set[str]  # columns Arrow read as dates or times
+    facts: dict[str, ColumnFacts]
 
     def kind(self, name: str) -> str:
         """The inferred schema type of a column: INT, FLOAT or BYTES."""
@@ -344,12 +410,12 @@ class Profile:
 
     def missing(self, name: str) -> float:
         """The share of rows without a value in a column."""
-        return 1 - _common(self.stats_by_name[name]).num_non_missing / self.rows
+        return 1 - self.facts[name].present / self.rows
 
     def decision(self, name: str, treatment: str, reason: str, encoding: Encoding | None = None) -> Decision:
         """A row of the decision table for a column."""
-        stats = self.stats_by_name[name]
-        return Decision(name, self.kind(name), self.missing(name), _distinct(stats), treatment, reason, encoding)
+        facts = self.facts[name]
+        return Decision(name, self.kind(name), self.missing(name), facts.distinct, treatment, reason, encoding)
 
 
 def _find_files(data: Path, data_format: str | None) -> tuple[Path, str, list[Path]]:
@@ -391,7 +457,9 @@ def _profile(folder: Path, data_format: str, files: list[Path], label: str, excl
         raise InitError(f"the label '{label}' cannot also be excluded")
     statistics = compute_statistics(batches)
     schema = tfdv.infer_schema(statistics, infer_feature_shape=True, max_string_domain_size=HASH_ABOVE)
-    return Profile(folder, data_format, rows, columns, _feature_stats(statistics.datasets[0]), schema, timestamps)
+    facts = {name: column_facts(batches, name) for name in columns}
+    stats_by_name = _feature_stats(statistics.datasets[0])
+    return Profile(folder, data_format, rows, columns, stats_by_name, schema, timestamps, facts)
 
 
 @dataclasses.dataclass
@@ -414,7 +482,9 @@ def _plan_columns(profile: Profile, label: str, label_decision: Decision, given_
             plan.exclude.append(name)
             plan.decisions.append(profile.decision(name, "excluded", "given with --exclude"))
             continue
-        choice = _decide(name, profile.kind(name), profile.stats_by_name[name], profile.rows, profile.timestamps)
+        choice = _decide(
+            name, profile.kind(name), profile.stats_by_name[name], profile.facts[name], profile.rows, profile.timestamps
+        )
         if choice.encoding is None:
             plan.exclude.append(name)
         if choice.override:
@@ -430,6 +500,14 @@ def _slices(plan: ColumnPlan) -> list[str]:
         for d in plan.decisions
         if d.encoding is Encoding.VOCABULARY and (d.distinct or INT_CATEGORY_MAX) <= INT_CATEGORY_MAX
     ][:MAX_SLICES]
+
+
+def _unlabeled(profile: Profile, label: str) -> str:
+    """A note on rows without a label, which the pipeline leaves out; refuses data mostly without one."""
+    unlabeled = profile.rows - profile.facts[label].present
+    if unlabeled > preflight.MAX_UNLABELED_SHARE * profile.rows:
+        raise InitError(f"{unlabeled} of {profile.rows} rows have no value in '{label}'; is it the right label column?")
+    return f"; {unlabeled} rows without it are left out" if unlabeled else ""
 
 
 def _data_path(project_dir: Path, data: Path) -> tuple[str, bool]:
@@ -452,7 +530,9 @@ def build_starter(
     folder, data_format, files = _find_files(data, data_format)
     profile = _profile(folder, data_format, files, label, exclude)
     label_problem, problem_reason = _infer_problem(label, profile.kind(label), profile.stats_by_name[label], problem)
-    label_decision = profile.decision(label, f"label: {label_problem.value}", problem_reason)
+    label_decision = profile.decision(
+        label, f"label: {label_problem.value}", problem_reason + _unlabeled(profile, label)
+    )
     plan = _plan_columns(profile, label, label_decision, set(exclude))
     hashed = {n for n, o in plan.overrides.items() if o.encoding is Encoding.HASHED}
     _curate_schema(

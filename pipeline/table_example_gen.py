@@ -12,13 +12,19 @@ import os
 from collections.abc import Iterator, Mapping
 
 import apache_beam as beam
+import pyarrow.compute as pc
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 
 from pipeline import tables
 
 
-def serialized_examples(path: str, data_format: str, column_types: Mapping[str, str]) -> Iterator[bytes]:
+def serialized_examples(
+    path: str, data_format: str, column_types: Mapping[str, str], label: str | None = None
+) -> Iterator[bytes]:
     """Every row of one file as a serialized tf.Example; a missing value is a feature with no values.
+
+    Rows without a value in `label` are left out: there is nothing to train or evaluate on in them
+    (the pre-flight checks count them, and refuse a batch where most rows have none).
 
     ExampleGen splits by a hash of these bytes, and tfx_bsl orders the feature map differently in
     each process, so the bytes are re-serialized with sorted keys: a row lands in the same split
@@ -29,12 +35,14 @@ def serialized_examples(path: str, data_format: str, column_types: Mapping[str, 
 
     parse = example_pb2.Example.FromString
     for batch in tables.record_batches(path, data_format, column_types):
+        if label is not None:
+            batch = batch.filter(pc.is_valid(batch.column(label)))
         for record in example_coder.RecordBatchToExamples(tables.example_batch(batch)):
             yield parse(record).SerializeToString(deterministic=True)
 
 
-def executor_config(data_format: str, column_types: Mapping[str, str]):
-    """The ExampleGen custom_config carrying the format and the schema's column types."""
+def executor_config(data_format: str, column_types: Mapping[str, str], label: str):
+    """The ExampleGen custom_config carrying the format, the schema's column types and the label."""
     from google.protobuf import struct_pb2
     from tfx.proto import example_gen_pb2
 
@@ -44,13 +52,14 @@ def executor_config(data_format: str, column_types: Mapping[str, str]):
             fields={
                 "format": struct_pb2.Value(string_value=data_format),
                 "column_types": struct_pb2.Value(string_value=json.dumps(dict(column_types))),
+                "label": struct_pb2.Value(string_value=label),
             }
         )
     )
     return config
 
 
-def _read_executor_config(exec_properties: dict) -> tuple[str, dict[str, str]]:
+def _read_executor_config(exec_properties: dict) -> tuple[str, dict[str, str], str]:
     """Unpacks what `executor_config` packed."""
     from google.protobuf import struct_pb2
     from tfx.proto import example_gen_pb2
@@ -59,7 +68,7 @@ def _read_executor_config(exec_properties: dict) -> tuple[str, dict[str, str]]:
     config = proto_utils.json_to_proto(exec_properties["custom_config"], example_gen_pb2.CustomConfig())
     fields = struct_pb2.Struct()
     config.custom_config.Unpack(fields)
-    return fields["format"], json.loads(fields["column_types"])
+    return fields["format"], json.loads(fields["column_types"]), fields["label"]
 
 
 @beam.ptransform_fn
@@ -69,7 +78,7 @@ def _TableToExamples(pipeline: beam.Pipeline, exec_properties: dict, split_patte
     """Beam source: the split's files, each converted in Arrow batches."""
     from tfx.dsl.io import fileio
 
-    data_format, column_types = _read_executor_config(exec_properties)
+    data_format, column_types, label = _read_executor_config(exec_properties)
     pattern = os.path.join(exec_properties["input_base"], split_pattern)
     files = sorted(fileio.glob(pattern))
     if not files:
@@ -77,7 +86,7 @@ def _TableToExamples(pipeline: beam.Pipeline, exec_properties: dict, split_patte
     return (
         pipeline
         | "Files" >> beam.Create(files)
-        | "ToExamples" >> beam.FlatMap(serialized_examples, data_format, column_types)
+        | "ToExamples" >> beam.FlatMap(serialized_examples, data_format, column_types, label)
     )
 
 

@@ -1,7 +1,8 @@
 """Reading a user's tables: which files make a batch, and how CSV and Parquet become typed Arrow columns.
 
 The one low-level home for this, shared by the pre-flight checks, `tfxp init` and the ExampleGen
-executor, so all three read a file the same way. It needs only pyarrow.
+executor, so all three read a file the same way. It needs only pyarrow, and the timestamp
+encoding's date formats.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+
+from models import encodings
 
 # The Arrow type each schema type is read as.
 ARROW_TYPES = {"INT": pa.int64(), "FLOAT": pa.float64(), "BYTES": pa.string()}
@@ -44,11 +47,16 @@ def arrow_kind(arrow_type: pa.DataType) -> str | None:
 
 
 def csv_convert_options(column_types: Mapping[str, str] | None = None) -> pa_csv.ConvertOptions:
-    """How CSV text becomes Arrow columns: typed by schema type name where given, inferred otherwise."""
+    """How CSV text becomes Arrow columns: typed by schema type name where given, inferred otherwise.
+
+    Inferred columns are dates or times when every value is ISO 8601 or a US date; typed ones
+    keep their text, which the timestamp encoding parses.
+    """
     return pa_csv.ConvertOptions(
         column_types={name: ARROW_TYPES[kind] for name, kind in (column_types or {}).items()},
         null_values=[""],  # only an empty field is missing; "NA" may be a real category
         strings_can_be_null=True,
+        timestamp_parsers=[pa_csv.ISO8601, *encodings.Timestamp.TEXT_FORMATS],
     )
 
 

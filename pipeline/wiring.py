@@ -63,7 +63,9 @@ def _example_gen(settings: Settings):
     # CSV and Parquet: Arrow readers typed by the curated schema (see pipeline/table_example_gen.py).
     return FileBasedExampleGen(
         custom_executor_spec=executor_spec.BeamExecutorSpec(table_example_gen.TableExampleGenExecutor),
-        custom_config=table_example_gen.executor_config(data.format, settings.example_column_types),
+        custom_config=table_example_gen.executor_config(
+            data.format, settings.example_column_types, settings.project.label.column
+        ),
         **kwargs,
     )
 

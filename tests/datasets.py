@@ -198,7 +198,66 @@ def write_subscriptions(folder: Path, count: int = 1500, seed: int = 7, first_id
     return write_csv(folder / "customers.csv", list(SUBSCRIPTION_COLUMNS), subscription_rows(count, seed, first_id))
 
 
-WRITERS = {"penguins": write_penguins, "diabetes": write_diabetes, "subscriptions": write_subscriptions}
+EXPORT_UNLABELED = 3  # rows of the CRM export with no label
+
+
+def write_crm_export(folder: Path, count: int = 600, seed: int = 3) -> Path:
+    """A CRM export with what real exports contain, sorted by the label as some are.
+
+    A row number, a customer id, a store code with many values, a note filled in once, a constant
+    country, US-style sign-up dates, a last-login time in Unix seconds, and a few rows without a label.
+    Renewal follows visits, spend and the store.
+    """
+    rng = np.random.default_rng(seed)
+    store_effect = rng.normal(0, 1.0, size=40)
+    rows = []
+    for i in range(count):
+        store = int(rng.integers(0, 40))
+        visits = int(rng.poisson(6))
+        spend = round(float(rng.gamma(2.0, 50.0)), 2)
+        signed_up = datetime.datetime(2022, 1, 1) + datetime.timedelta(minutes=int(rng.integers(0, 700 * 24 * 60)))
+        logit = -2.0 + 0.3 * visits + 0.004 * spend + store_effect[store]
+        renewed = "yes" if rng.random() < 1 / (1 + math.exp(-logit)) else "no"
+        rows.append(
+            [
+                None,  # the row number, filled in after sorting
+                int(rng.integers(100_000, 999_999)),
+                3100 + store,
+                "called back" if i == 17 else None,
+                "NZ",
+                f"{signed_up.month}/{signed_up.day}/{signed_up.year} {signed_up.hour}:{signed_up.minute:02d}",
+                int(signed_up.timestamp()) + int(rng.integers(0, 90 * 86400)),
+                spend,
+                visits,
+                renewed,
+            ]
+        )
+    rows.sort(key=lambda row: row[-1])  # exported sorted by the label
+    for number, row in enumerate(rows, start=1):
+        row[0] = number
+    for row in rows[:: count // EXPORT_UNLABELED][:EXPORT_UNLABELED]:
+        row[-1] = None
+    header = [
+        "row",
+        "customer_id",
+        "store_code",
+        "note",
+        "country",
+        "signed_up",
+        "last_login_time",
+        "spend",
+        "visits",
+        "renewed",
+    ]
+    return write_csv(folder / "crm.csv", header, rows)
+
+
+WRITERS = {
+    "penguins": write_penguins,
+    "diabetes": write_diabetes,
+    "subscriptions": write_subscriptions,
+    "crm": write_crm_export,
+}
 
 
 def main(argv: list[str]) -> None:
