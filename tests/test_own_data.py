@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from pipeline import lineage, nodes
 from tests import datasets
@@ -199,3 +200,45 @@ def test_served_churn_model_gives_probabilities_and_class_names(subscriptions):
     assert probability.shape == (50,) and ((probability > 0) & (probability < 1)).all()
     names = {n.decode() for n in outputs["class_name"].numpy()}
     assert names <= {"no", "yes"}
+
+
+# ---------------------------------------------------------------- a CRM export: what real tables contain
+
+
+@pytest.fixture(scope="module")
+def crm(tmp_path_factory) -> Project:
+    folder = tmp_path_factory.mktemp("crm")
+    datasets.write_crm_export(folder / "exports")
+    # A low bar: this test is about the data path, not the model's quality.
+    return _init_and_run(
+        folder,
+        ["--data", str(folder / "exports"), "--label", "renewed", "--name", "crm"],
+        (*NO_TUNER, "--threshold", "0.5"),
+    )
+
+
+def test_rows_without_a_label_are_left_out_and_said_so(crm):
+    (run,) = crm.runs
+    assert run.code == 0, run.stdout + run.stderr
+    assert f"{datasets.EXPORT_UNLABELED} row(s) have no value in the label 'renewed'; they are left out." in _flat(
+        run.stdout
+    )
+    store, (executions,) = crm.lineage()
+    statistics = executions[nodes.STATISTICS_GEN].output("statistics")
+    counted = 0
+    for split in ("train", "eval"):
+        path = Path(statistics.uri) / f"Split-{split}" / "FeatureStats.pb"
+        stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(path.read_bytes())
+        counted += stats.datasets[0].num_examples
+    assert counted == 600 - datasets.EXPORT_UNLABELED
+
+
+def test_the_served_model_reads_us_dates_and_unix_seconds(crm):
+    (version,) = crm.serving_versions("crm")
+    examples = _eval_examples(crm.output)[:20]
+    assert examples[0].features.feature["signed_up"].bytes_list.value[0].decode().count("/") == 2  # as exported
+    outputs, _ = _serve(version, examples, "renewed")
+    probability = outputs["probability"].numpy().reshape(-1)
+    assert probability.shape == (20,) and np.isfinite(probability).all()
+    excluded = crm.config["features"]["exclude"]
+    assert set(excluded) == {"row", "customer_id", "note", "country"}

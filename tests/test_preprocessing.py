@@ -148,6 +148,24 @@ def test_iso_timestamps_become_hour_weekday_and_month(transformed):
     assert parts == [[17, 3, 1], [0, 6, 0], [23, 4, 11], [6, 2, 2]]
 
 
+def test_us_dates_read_as_their_iso_equivalents():
+    """Exports often write 5/31/2024 17:45; the serving signature gets the same text, so Transform parses it."""
+    from models import tensors
+
+    us = ["5/31/2024 17:45", "02/29/2024", "1/3/2021 7:05", "12/31/1999 23:59:59"]
+    iso = ["2024-05-31 17:45:00", "2024-02-29", "2021-01-03 07:05:00", "1999-12-31T23:59:59"]
+    assert [t.decode() for t in tensors.iso_date_text(tf.constant(us)).numpy()][:3] == [
+        "2024-05-31 17:45",
+        "2024-02-29",
+        "2021-01-03 07:05",
+    ]
+    parts = tensors.timestamp_parts(tf.constant(us))
+    expected = tensors.timestamp_parts(tf.constant(iso))
+    for part in ("hour", "weekday", "month"):
+        assert parts[part].numpy().tolist() == expected[part].numpy().tolist(), part
+    assert parts["hour"].numpy().tolist() == [17, 0, 7, 23]
+
+
 def test_unix_seconds_become_hour_weekday_and_month(transformed):
     rows, _ = transformed
     parts = [[row[XF(f"unix_time_{p}")] for p in ("hour", "weekday", "month")] for row in rows]

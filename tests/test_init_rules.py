@@ -1,0 +1,74 @@
+"""`tfxp init` on what real exports contain: each rule decides a column the way the README documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from models.encodings import Encoding
+from pipeline import starter
+from tests import datasets
+
+
+@pytest.fixture(scope="module")
+def crm(tmp_path_factory) -> starter.Starter:
+    folder = tmp_path_factory.mktemp("crm")
+    datasets.write_crm_export(folder / "exports")
+    return starter.build_starter(folder, folder / "exports", "renewed", None, None, None)
+
+
+def _decided(draft: starter.Starter) -> dict[str, tuple[str, str]]:
+    return {d.column: (d.treatment, d.reason) for d in draft.decisions}
+
+
+def test_a_row_number_is_an_id_even_as_integers(crm):
+    treatment, reason = _decided(crm)["row"]
+    assert (treatment, reason) == ("excluded", "a row number: counts up by one from 1")
+
+
+def test_a_column_named_like_an_id_is_one(crm):
+    assert _decided(crm)["customer_id"] == ("excluded", "named like an id, 600 distinct values")
+
+
+def test_nearly_empty_and_constant_columns_are_left_out(crm):
+    assert _decided(crm)["note"] == ("excluded", "nearly empty: 1 of 600 rows (0.2%) have a value")
+    assert _decided(crm)["country"] == ("excluded", "constant: every value is 'NZ'")
+    assert {"row", "customer_id", "note", "country"} <= set(_excluded(crm))
+
+
+def _excluded(draft: starter.Starter) -> list[str]:
+    line = next(line for line in draft.project_text.splitlines() if line.startswith("exclude = "))
+    return [name.strip(' "') for name in line.split("=", 1)[1].split("#")[0].strip(" []").split(",")]
+
+
+def test_an_integer_code_is_a_category_however_many_values(crm):
+    treatment, reason = _decided(crm)["store_code"]
+    assert treatment == "vocabulary + OOV bucket"
+    assert reason == "integer named like a code, 40 values: a category"
+    assert '[features.overrides."store_code"]\nencoding = "vocabulary"' in crm.project_text
+
+
+def test_us_dates_and_unix_seconds_are_timestamps(crm):
+    assert _decided(crm)["signed_up"] == ("timestamp: hour, weekday, month", "values parse as dates/times")
+    assert _decided(crm)["last_login_time"][1] == "named like a time, values are Unix seconds"
+    for column in ("signed_up", "last_login_time"):
+        assert f'[features.overrides."{column}"]\nencoding = "{Encoding.TIMESTAMP.value}"' in crm.project_text
+
+
+def test_plain_numbers_stay_numbers(crm):
+    assert _decided(crm)["visits"] == ("z-score", "number")  # 15 values, but not named like a code
+    assert _decided(crm)["spend"] == ("z-score", "number")
+
+
+def test_rows_without_a_label_are_counted_not_refused(crm):
+    treatment, reason = _decided(crm)["renewed"]
+    assert treatment == "label: binary"
+    assert reason.endswith(f"; {datasets.EXPORT_UNLABELED} rows without it are left out")
+
+
+def test_a_label_missing_in_most_rows_is_refused(tmp_path: Path):
+    rows = [[i, i % 3, "yes" if i < 20 else None] for i in range(60)]
+    datasets.write_csv(tmp_path / "data" / "t.csv", ["a", "b", "target"], rows)
+    with pytest.raises(starter.InitError, match="40 of 60 rows have no value in 'target'"):
+        starter.build_starter(tmp_path, tmp_path / "data", "target", None, None, None)
