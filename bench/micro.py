@@ -22,7 +22,7 @@ from tfx_bsl.public import tfxio
 
 import models  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from bench.measure import PROJECT_ROOT
-from models import hyperparameters, network, training
+from models import budget, hyperparameters, network, training
 from pipeline import config, lineage, nodes
 from pipeline import settings as settings_module
 
@@ -89,7 +89,11 @@ def trainer_input(output: Path) -> dict:
             hyperparameters.search_space(), inputs, label, steps_per_execution=steps_per_execution
         )
 
-    streamed = training.make_dataset(train_files, accessor, tft_output, label)
+    # As run_fn reads it at this size: shuffled across the whole training split.
+    batch = budget.batch_size_for(training.count_examples(train_files))
+    streamed = training.make_dataset(
+        train_files, accessor, tft_output, label, batch, training.count_examples(train_files)
+    )
     in_memory = streamed.take(TIMED_STEPS).cache().repeat()
     for _ in in_memory.take(TIMED_STEPS):  # fills the cache before timing
         pass
@@ -101,27 +105,25 @@ def trainer_input(output: Path) -> dict:
             f"tf_data_steps_per_execution_{alternative}": (fresh_model(alternative), streamed),
         }
     )
-    examples_per_second = {k: v * training.BATCH_SIZE for k, v in rates.items()}
+    examples_per_second = {k: v * batch for k, v in rates.items()}
     reading = {
         "shuffled": _batches_per_second(streamed),
         "unshuffled": _batches_per_second(
             accessor.tf_dataset_factory(
                 train_files,
-                tfxio.TensorFlowDatasetOptions(
-                    batch_size=training.BATCH_SIZE, label_key=label.transformed_name, shuffle=False
-                ),
+                tfxio.TensorFlowDatasetOptions(batch_size=batch, label_key=label.transformed_name, shuffle=False),
                 tft_output.transformed_metadata.schema,
             ).repeat()
         ),
     }
     return {
-        "batch_size": training.BATCH_SIZE,
+        "batch_size": batch,
         "steps": TIMED_STEPS,
         "rounds": ROUNDS,
         "examples_per_second": examples_per_second,
         "ratio": examples_per_second["tf_data"] / examples_per_second["in_memory"],
         "steps_per_execution": {"shipped": network.STEPS_PER_EXECUTION, "alternative": alternative},
-        "reading_only_examples_per_second": {k: v * training.BATCH_SIZE for k, v in reading.items()},
+        "reading_only_examples_per_second": {k: v * batch for k, v in reading.items()},
     }
 
 

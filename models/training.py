@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import keras_tuner
 import numpy as np
 import tensorflow as tf
@@ -11,28 +13,41 @@ from absl import logging  # the logger TFX and the run log show; stdlib INFO is 
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models import distribution, encodings, features, hyperparameters, network, signatures
+from models import budget, distribution, encodings, features, hyperparameters, network, signatures
 from models.features import Declarations, Problem
 
-BATCH_SIZE = 32
-SEED = 0  # fixes weight initialisation and the Tuner's draws, so a rerun reproduces a model
+SEED = 0  # fixes weight initialisation, the shuffle and the Tuner's draws, so a rerun reproduces a model
 TARGET_SAMPLE = 10_000  # labels read to set a regression output's starting scale
 
 
+def count_examples(file_patterns: list[str]) -> int:
+    """How many examples Transform wrote to the files matching the patterns."""
+    files = [path for pattern in file_patterns for path in tf.io.gfile.glob(pattern)]
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    return int(records.reduce(np.int64(0), lambda count, _: count + 1))
+
+
 def make_dataset(
-    file_pattern, data_accessor, tft_output: tft.TFTransformOutput, label: features.Label, batch_size: int = BATCH_SIZE
+    file_pattern,
+    data_accessor,
+    tft_output: tft.TFTransformOutput,
+    label: features.Label,
+    batch_size: int,
+    shuffle_rows: int = 0,
 ) -> tf.data.Dataset:
-    """Batches of (transformed features, label) read from Transform's output, repeated forever."""
-    return data_accessor.tf_dataset_factory(
-        file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=label.transformed_name),
-        tft_output.transformed_metadata.schema,
-    ).repeat()
+    """Batches of (transformed features, label) read from Transform's output, repeated forever.
 
-
-def global_batch_size(strategy: tf.distribute.Strategy) -> int:
-    """Examples per step across replicas: each replica keeps BATCH_SIZE, so more devices train faster per step."""
-    return BATCH_SIZE * strategy.num_replicas_in_sync
+    `shuffle_rows`: the shuffle buffer; the whole training split, so the file's row order (by date,
+    by id, by the label) never reaches training.
+    """
+    options = tfxio.TensorFlowDatasetOptions(
+        batch_size=batch_size,
+        label_key=label.transformed_name,
+        shuffle=shuffle_rows > 0,
+        shuffle_buffer_size=max(1, shuffle_rows),
+        shuffle_seed=SEED,
+    )
+    return data_accessor.tf_dataset_factory(file_pattern, options, tft_output.transformed_metadata.schema).repeat()
 
 
 def model_inputs(declarations: Declarations, tft_output: tft.TFTransformOutput) -> list[encodings.ModelInput]:
@@ -44,12 +59,35 @@ def model_inputs(declarations: Declarations, tft_output: tft.TFTransformOutput) 
     ]
 
 
-def target_scale(label: features.Label, train_data: tf.data.Dataset) -> network.TargetScale:
+def target_scale(label: features.Label, train_data: tf.data.Dataset, batch_size: int) -> network.TargetScale:
     """A regression label's mean and deviation over a training sample; identity for classification."""
     if label.problem is not Problem.REGRESSION:
         return network.TargetScale()
-    labels = np.concatenate([y.numpy() for _, y in train_data.take(max(1, TARGET_SAMPLE // BATCH_SIZE))])
+    labels = np.concatenate([y.numpy() for _, y in train_data.take(max(1, TARGET_SAMPLE // batch_size))])
     return network.TargetScale(float(labels.mean()), float(labels.std()) or 1.0)
+
+
+class StopAfter(keras.callbacks.Callback):
+    """Stops training once `seconds` have passed, at the end of the current step (Keras has no such limit)."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds, self.stopped_early = seconds, False
+
+    def on_train_begin(self, logs=None):
+        self._deadline = time.monotonic() + self.seconds
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() > self._deadline:
+            self.model.stop_training = self.stopped_early = True
+
+
+def callbacks(plan: budget.Schedule) -> list[keras.callbacks.Callback]:
+    """Early stopping on the eval loss (keeping the best weights) and the wall-clock cap."""
+    stops: list[keras.callbacks.Callback] = [StopAfter(plan.max_seconds)]
+    if plan.patience is not None:
+        stops.append(keras.callbacks.EarlyStopping("val_loss", patience=plan.patience, restore_best_weights=True))
+    return stops
 
 
 def fit(
@@ -59,25 +97,32 @@ def fit(
     label: features.Label,
     train_data: tf.data.Dataset,
     eval_data: tf.data.Dataset,
-    train_steps: int,
-    eval_steps: int,
+    plan: budget.Schedule,
     log_dir: str,
 ) -> keras.Model:
-    """Builds the model under `strategy` and trains it, logging curves to TensorBoard."""
-    scale = target_scale(label, train_data)
+    """Builds the model under `strategy` and trains it as `plan` says, logging curves to TensorBoard."""
+    scale = target_scale(label, train_data, plan.batch_size)
     with strategy.scope():
         model = network.build_model(hp, inputs, label, scale)
-    epochs = max(1, min(10, train_steps // 10))
-    model.fit(
+    history = model.fit(
         train_data,
-        epochs=epochs,
-        steps_per_epoch=max(1, train_steps // epochs),
+        epochs=plan.epochs,
+        steps_per_epoch=plan.steps_per_epoch,
         validation_data=eval_data,
-        validation_steps=eval_steps,
-        callbacks=[keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch")],
+        validation_steps=plan.validation_steps,
+        callbacks=[keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"), *callbacks(plan)],
         verbose=0,
     )
+    logging.info("Trained %d of at most %d epochs of %d steps", len(history.epoch), plan.epochs, plan.steps_per_epoch)
     return model
+
+
+def plan_for(fn_args: tfx.components.FnArgs, replicas: int) -> budget.Schedule:
+    """The project's budget applied to the transformed splits' sizes."""
+    train_rows, eval_rows = count_examples(fn_args.train_files), count_examples(fn_args.eval_files)
+    plan = budget.schedule(budget.Budget.from_custom_config(fn_args.custom_config), train_rows, eval_rows, replicas)
+    logging.info("%d training and %d eval examples: %s", train_rows, eval_rows, plan)
+    return plan
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
@@ -88,17 +133,17 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     strategy = distribution.choose_strategy()
     hp = hyperparameters.resolve(fn_args.hyperparameters)
-    batch_size = global_batch_size(strategy)
-    logging.info("Training with hyperparameters %s, global batch %d", hp.values, batch_size)
+    plan = plan_for(fn_args, strategy.num_replicas_in_sync)
+    logging.info("Training with hyperparameters %s, global batch %d", hp.values, plan.batch_size)
+    label = declarations.label
     model = fit(
         strategy,
         hp,
         model_inputs(declarations, tft_output),
-        declarations.label,
-        make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, declarations.label, batch_size),
-        make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, declarations.label, batch_size),
-        fn_args.train_steps,
-        fn_args.eval_steps,
+        label,
+        make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, label, plan.batch_size, plan.train_rows),
+        make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, label, plan.batch_size),
+        plan,
         fn_args.model_run_dir,
     )
     model.summary(print_fn=logging.info)
@@ -114,8 +159,11 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     label = declarations.label
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     inputs = model_inputs(declarations, tft_output)
-    train_data = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, label)
-    scale = target_scale(label, train_data)
+    plan = plan_for(fn_args, replicas=1)
+    train_data = make_dataset(
+        fn_args.train_files, fn_args.data_accessor, tft_output, label, plan.batch_size, plan.train_rows
+    )
+    scale = target_scale(label, train_data, plan.batch_size)
     tuner = keras_tuner.RandomSearch(
         lambda hp: network.build_model(hp, inputs, label, scale),
         hyperparameters=hyperparameters.search_space(),
@@ -129,9 +177,13 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         tuner=tuner,
         fit_kwargs={
             "x": train_data,
-            "validation_data": make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, label),
-            "steps_per_epoch": fn_args.train_steps,
-            "validation_steps": fn_args.eval_steps,
+            "validation_data": make_dataset(
+                fn_args.eval_files, fn_args.data_accessor, tft_output, label, plan.batch_size
+            ),
+            "epochs": plan.epochs,
+            "steps_per_epoch": plan.steps_per_epoch,
+            "validation_steps": plan.validation_steps,
+            "callbacks": callbacks(plan),
             "verbose": 0,
         },
     )

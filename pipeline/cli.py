@@ -165,7 +165,9 @@ def _decision_table(draft: starter.Starter) -> Table:
     "--tuner/--no-tuner", default=None, help="Search hyperparameters with KerasTuner first. Default: [training] tuner."
 )
 @click.option("--tuner-trials", type=int, default=None, help="Trials the Tuner may try.")
-@click.option("--train-steps", type=int, default=None, help="Training steps for the final model.")
+@click.option("--epochs", type=int, default=None, help="At most this many passes over the training split.")
+@click.option("--train-steps", type=int, default=None, help="A fixed number of training steps instead of epochs.")
+@click.option("--batch-size", type=int, default=None, help="Examples per step. Default: grows with the table.")
 @click.option(
     "--threshold",
     type=float,
@@ -182,7 +184,20 @@ def _decision_table(draft: starter.Starter) -> Table:
 @click.option("--no-cache", is_flag=True, help="Re-execute every component even if nothing changed since the last run.")
 @click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow, Beam and TFX logs in the terminal.")
 def run(
-    config_file, data, output, schema, span, tuner, tuner_trials, train_steps, threshold, beam_args, no_cache, verbose
+    config_file,
+    data,
+    output,
+    schema,
+    span,
+    tuner,
+    tuner_trials,
+    epochs,
+    train_steps,
+    batch_size,
+    threshold,
+    beam_args,
+    no_cache,
+    verbose,
 ):
     """Run the whole pipeline: check, validate, transform, tune, train, evaluate, and push if blessed."""
     overrides = {
@@ -191,7 +206,9 @@ def run(
         "schema.path": _absolute(schema),
         "training.tuner": tuner,
         "training.tuner_trials": tuner_trials,
+        "training.epochs": epochs,
         "training.train_steps": train_steps,
+        "training.batch_size": batch_size,
         "evaluation.threshold": threshold,
     }
     settings = _load(config_file, overrides, span=span, beam_args=tuple(beam_args), enable_cache=not no_cache)

@@ -76,13 +76,18 @@ class EvaluationConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    """How long to tune and train."""
+    """How long to tune and train: passes over the whole training split, stopped early when the eval
+    loss stops falling, and capped in time (models/budget.py applies it to the table's size)."""
 
-    train_steps: int = Field(200, ge=1)
-    eval_steps: int = Field(20, ge=1)
+    epochs: int = Field(50, ge=1)  # at most this many passes over the training split
+    patience: int = Field(5, ge=1)  # epochs without a lower eval loss before training stops
+    max_minutes: float = Field(10.0, gt=0)  # wall-clock cap on the final training
+    batch_size: int | None = Field(None, ge=1)  # default: 32, doubling with the table above 64k rows
+    train_steps: int | None = Field(None, ge=1)  # a fixed number of steps instead of epochs
+    eval_steps: int | None = Field(None, ge=1)  # evaluation steps per epoch; default: the whole eval split
     tuner: bool = True
     tuner_trials: int = Field(3, ge=1)
-    tuner_steps: int = Field(60, ge=1)
+    tuner_epochs: int = Field(10, ge=1)  # per trial, with the same early stopping; max_minutes is shared out
 
 
 class Project(_Section):

@@ -383,9 +383,12 @@ def _project_text(
         f"max_regression = {_toml_value(gate.max_regression)}  # {gate.regression_reason}",
         "",
         "[training]",
-        f"train_steps = {_toml_value(training.train_steps)}",
+        f"epochs = {_toml_value(training.epochs)}  # at most; training stops when the eval loss stops falling",
+        f"patience = {_toml_value(training.patience)}  # epochs without a lower eval loss before it stops",
+        f"max_minutes = {_toml_value(training.max_minutes)}  # and after this long, whatever the epoch",
         f"tuner = {_toml_value(training.tuner)}",
         f"tuner_trials = {_toml_value(training.tuner_trials)}",
+        f"tuner_epochs = {_toml_value(training.tuner_epochs)}  # per trial",
         "",
     ]
     return "\n".join(lines)

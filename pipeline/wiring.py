@@ -9,8 +9,9 @@ from tfx import v1 as tfx
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
-from models import evaluation, features
+from models import budget, evaluation, features
 from pipeline import guards, table_example_gen
+from pipeline.config import TrainingConfig
 from pipeline.nodes import (
     ANOMALIES_GATE,
     BASELINE_RESOLVER,
@@ -70,6 +71,19 @@ def _example_gen(settings: Settings):
     )
 
 
+def _budget(train: TrainingConfig, tuning: bool = False) -> budget.Budget:
+    """The final training's budget, or one Tuner trial's: fewer epochs, and a share of the time cap."""
+    seconds = train.max_minutes * 60
+    return budget.Budget(
+        epochs=train.tuner_epochs if tuning else train.epochs,
+        patience=train.patience,
+        max_seconds=seconds / train.tuner_trials if tuning else seconds,
+        batch_size=train.batch_size or 0,
+        steps=0 if tuning else train.train_steps or 0,
+        eval_steps=train.eval_steps or 0,
+    )
+
+
 def create_pipeline(
     settings: Settings, metadata_connection_config: metadata_store_pb2.ConnectionConfig
 ) -> tfx.dsl.Pipeline:
@@ -118,9 +132,13 @@ def create_pipeline(
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             module_file=_module_file(TRAINING_MODULE),
-            train_args=tfx.proto.TrainArgs(num_steps=train.tuner_steps),
-            eval_args=tfx.proto.EvalArgs(num_steps=train.eval_steps),
-            custom_config={**declared, features.TUNER_MAX_TRIALS: train.tuner_trials},
+            train_args=tfx.proto.TrainArgs(),  # the budget in custom_config says how long
+            eval_args=tfx.proto.EvalArgs(),
+            custom_config={
+                **declared,
+                features.TUNER_MAX_TRIALS: train.tuner_trials,
+                budget.CUSTOM_CONFIG_KEY: _budget(train, tuning=True).to_json(),
+            },
         ).with_id(TUNER)
         hyperparameters = tuner.outputs["best_hyperparameters"]
 
@@ -130,9 +148,9 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         hyperparameters=hyperparameters,
         module_file=_module_file(TRAINING_MODULE),
-        train_args=tfx.proto.TrainArgs(num_steps=train.train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=train.eval_steps),
-        custom_config=declared,
+        train_args=tfx.proto.TrainArgs(),
+        eval_args=tfx.proto.EvalArgs(),
+        custom_config={**declared, budget.CUSTOM_CONFIG_KEY: _budget(train).to_json()},
     ).with_id(TRAINER)
 
     # The last blessed model that is not this run's candidate: the bar a new model must clear.

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import textwrap
 
-from models import training
+from models import budget
 from tests.datasets import PROJECT_ROOT
 
 # Logical devices must be configured before TensorFlow initialises, hence a fresh process.
@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent(
     import models
     import numpy as np
     import tensorflow as tf
-    from models import distribution, encodings, features, hyperparameters, training
+    from models import budget, distribution, encodings, features, hyperparameters, training
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -30,7 +30,9 @@ SCRIPT = textwrap.dedent(
     inputs = [encodings.ModelInput("length_xf"), encodings.ModelInput("island_xf", 3)]
     label = features.Label("y", features.Problem.MULTICLASS, ("no", "yes"))
 
-    model = training.fit(strategy, hyperparameters.search_space(), inputs, label, data, data, 80, 4, sys.argv[1])
+    rules = budget.Budget(epochs=8, patience=3, max_seconds=600)
+    plan = budget.Schedule(32, n, epochs=8, steps_per_epoch=10, validation_steps=4, patience=None, max_seconds=600)
+    model = training.fit(strategy, hyperparameters.search_space(), inputs, label, data, data, plan, sys.argv[1])
     print(json.dumps({
         "strategy": type(strategy).__name__,
         "replicas": strategy.num_replicas_in_sync,
@@ -38,8 +40,8 @@ SCRIPT = textwrap.dedent(
         "mirrored": type(model.trainable_variables[0]).__name__,
         "accuracy": float(model.evaluate(data, steps=8, verbose=0)[1]),
         "default_here": type(distribution.choose_strategy()).__name__,
-        "global_batch": training.global_batch_size(strategy),
-        "default_batch": training.global_batch_size(distribution.choose_strategy()),
+        "global_batch": budget.schedule(rules, 1000, 500, strategy.num_replicas_in_sync).batch_size,
+        "default_batch": budget.schedule(rules, 1000, 500).batch_size,
     }))
     """
 )
@@ -63,5 +65,5 @@ def test_training_runs_mirrored_over_two_logical_devices(tmp_path):
     # No GPU on this machine: choose_strategy falls back to the default strategy.
     assert result["default_here"] == "_DefaultDistributionStrategy"
     # Each replica keeps its batch, so the global batch grows with the replicas.
-    assert result["global_batch"] == 2 * result["default_batch"] == 2 * training.BATCH_SIZE
+    assert result["global_batch"] == 2 * result["default_batch"] == 2 * budget.MIN_BATCH
     assert list((tmp_path / "logs" / "train").glob("events.out.tfevents.*"))

@@ -92,6 +92,7 @@ def test_run_shows_progress_and_a_summary(two_runs):
     logged = log.read_text()
     assert "Training with hyperparameters {'hidden_layers'" in logged and "global batch 32" in logged
     assert "Total params" in logged  # run_fn's model summary
+    assert "Trained " in logged and " of at most 50 epochs of " in logged  # by epochs, stopped early or not
 
 
 @pytest.mark.pipeline
@@ -257,3 +258,34 @@ def test_tensorboard_without_runs_explains_what_to_do(tmp_path):
     result = run_tfxp("tensorboard", "--output", str(tmp_path))
     assert result.code == 2
     assert "run `tfxp run` first" in result.stderr
+
+
+@pytest.mark.pipeline
+def test_training_reads_the_whole_split_shuffled_although_the_file_is_sorted(two_runs):
+    """penguins.csv lists all Adelie first; the Trainer's first batch must not."""
+    import tensorflow_transform as tft
+    from tfx.components.trainer.fn_args_utils import DataAccessor
+    from tfx.components.util import tfxio_utils
+    from tfx.types import standard_artifacts
+
+    from models import training
+    from models.features import Label, Problem
+
+    store, runs = _runs(two_runs.output)
+    transform = runs[0][nodes.TRANSFORM]
+    examples = standard_artifacts.Examples()
+    examples.set_mlmd_artifact(transform.output("transformed_examples"))
+    accessor = DataAccessor(tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []), None, None)
+    tft_output = tft.TFTransformOutput(transform.output("transform_graph").uri)
+    files = [f"{examples.uri}/Split-train/*"]
+    rows = training.count_examples(files)
+    label = Label(LABEL, Problem.MULTICLASS, ("Adelie", "Chinstrap", "Gentoo"))
+
+    def first_batch(shuffle_rows: int) -> set[int]:
+        dataset = training.make_dataset(files, accessor, tft_output, label, 32, shuffle_rows)
+        _, labels = next(iter(dataset))
+        return set(labels.numpy().tolist())
+
+    assert rows > 200
+    assert first_batch(0) == {0}  # read in file order: Adelie only
+    assert first_batch(rows) == {0, 1, 2}
