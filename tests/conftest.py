@@ -39,6 +39,16 @@ def run_tfxp(*args: str, timeout: float = 900) -> CliResult:
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
+def stop(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Terminates a process a test started and waits for it; kills it if it ignores the request."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
 @dataclasses.dataclass
 class TwoRuns:
     """A cold run and an unchanged rerun of the default pipeline into one output folder."""

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from models import features
 from pipeline import lineage, nodes, rerun
-from tests.conftest import FAST_RUN_ARGS, PROJECT_ROOT, run_tfxp
+from tests.conftest import FAST_RUN_ARGS, PROJECT_ROOT, run_tfxp, stop
 
 LABEL = "species"  # the penguins project's label, as tfxp.toml names it
 ALL_NODES = {
@@ -176,8 +176,7 @@ def test_tfxp_tensorboard_serves_the_training_curves(two_runs):
         tags = _get_json(f"http://127.0.0.1:{port}/data/plugin/scalars/tags")
         assert "epoch_loss" in tags[train_runs[0]]
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
 
 
 def test_a_model_below_the_bar_is_not_pushed(two_runs):
