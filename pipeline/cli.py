@@ -6,7 +6,7 @@ import dataclasses
 import datetime
 import os
 import shutil
-import subprocess
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -37,6 +37,25 @@ def _fail(message: str, code: int) -> NoReturn:
     """Prints one clear error line and exits with `code`."""
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]Error:[/] {escape(message)}")
     sys.exit(code)
+
+
+def _become(argv: list[str], env: dict[str, str]) -> NoReturn:
+    """Replaces this process with `argv`: the way for a command to hand over to a long-running server.
+
+    A child we waited on would outlive us: a SIGTERM from a supervisor, a test or `kill PID` stops only
+    the process it names, and the orphan keeps its port. After exec there is no parent to lose; every
+    signal, and the exit code, belong to the server itself.
+    """
+    sys.stdout.flush()  # exec drops Python's buffers, and with them anything printed but not yet written
+    sys.stderr.flush()
+    # Python ignores these, and exec would pass that on; reset them as subprocess does for its children.
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    try:
+        os.execve(argv[0], argv, env)
+    except OSError as error:
+        _fail(f"could not start {argv[0]}: {error}", EXIT_FAILED)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -338,8 +357,5 @@ def tensorboard(config_file, output, port):
     Console(highlight=False, soft_wrap=True).print(
         f"TensorBoard on {log_dir}: http://localhost:{port}/  (Ctrl-C to stop)"
     )
-    try:
-        quiet = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
-        sys.exit(subprocess.call([binary, "--logdir", str(log_dir), "--port", str(port)], env=quiet))
-    except KeyboardInterrupt:
-        sys.exit(0)
+    quiet = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
+    _become([binary, "--logdir", str(log_dir), "--port", str(port)], quiet)

@@ -1,0 +1,97 @@
+"""`tfxp tensorboard` on a folder of training logs, without running the pipeline: a SIGTERM stops the server too."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import tensorflow as tf
+
+from pipeline import nodes
+from tests.conftest import stop
+from tests.datasets import PROJECT_ROOT
+
+
+def _write_training_logs(output: Path) -> Path:
+    """One tiny training curve where the Trainer writes its logs; all `tfxp tensorboard` needs."""
+    log_dir = nodes.training_logs(output / "pipeline")
+    writer = tf.summary.create_file_writer(str(log_dir / "1" / "train"))
+    with writer.as_default():
+        for step in range(3):
+            tf.summary.scalar("epoch_loss", 1.0 / (step + 1), step=step)
+    writer.close()
+    return log_dir
+
+
+def _free_port() -> int:
+    """A port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_is_free(port: int) -> bool:
+    """Whether a new server could listen on `port`."""
+    with socket.socket() as s:
+        # As servers do: lets the bind succeed past the TIME_WAIT our own requests leave, but not past a listener.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _answers_http(port: int) -> bool:
+    """Whether something serves HTTP on `port`."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5):
+            return True
+    except OSError:
+        return False
+
+
+def _serving(log_dir: Path) -> list[psutil.Process]:
+    """Live processes started on `log_dir`, whoever their parent is now: a server orphaned by its parent counts."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        if process.info["status"] != psutil.STATUS_ZOMBIE and str(log_dir) in " ".join(process.info["cmdline"] or ()):
+            found.append(process)
+    return found
+
+
+def test_sigterm_to_tfxp_tensorboard_stops_the_server_and_frees_the_port(tmp_path):
+    output = tmp_path / "outputs"
+    log_dir = _write_training_logs(output)
+    port = _free_port()
+    with open(tmp_path / "stdout", "w") as out, open(tmp_path / "stderr", "w") as err:
+        tfxp = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "tensorboard", "--output", str(output), "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            stdout=out,
+            stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + 180  # TensorBoard imports TensorFlow: slow on a busy machine
+        while not _answers_http(port) and time.monotonic() < deadline and tfxp.poll() is None:
+            time.sleep(1)
+        assert tfxp.poll() is None, (tmp_path / "stderr").read_text()[-2000:]
+        assert _answers_http(port), "TensorBoard did not answer within 180 s"
+
+        os.kill(tfxp.pid, signal.SIGTERM)  # the tfxp process alone, as a supervisor or `kill PID` would
+        tfxp.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while (_serving(log_dir) or not _port_is_free(port)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _serving(log_dir), [p.info["cmdline"] for p in _serving(log_dir)]
+        assert _port_is_free(port)
+        assert f"TensorBoard on {log_dir}" in (tmp_path / "stdout").read_text()  # printed before TensorBoard took over
+    finally:
+        stop(tfxp)
+        for orphan in _serving(log_dir):  # so a failure here leaves no server behind either
+            orphan.kill()
