@@ -316,7 +316,7 @@ def _run_and_report(settings: settings_module.Settings, out: Console, err: Conso
                 f"[bold red]Error:[/] data anomalies stopped the run before Transform; nothing was trained or pushed.\n"
                 f"{escape(str(failure.cause))}\nFix the data, or review and update {settings.paths.schema_file} "
                 "(edits take effect on the next run). To stop using and checking a column, add it to "
-                f"[features] exclude in the project file.{escape(where)}"
+                f"{escape('[features] exclude')} in the project file.{escape(where)}"
             )
         else:
             err.print(
