@@ -3,11 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 READY := $(VENV)/.ready
 
-.PHONY: setup run test bench clean help
+.PHONY: setup run test bench bench-quality clean help
 .DEFAULT_GOAL := help
 
 help: ## Show these targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 setup: $(READY) ## Create .venv and install the pinned stack from requirements.lock (no resolution)
 
@@ -28,6 +28,9 @@ test: $(READY) ## Run the unit and end-to-end tests
 
 bench: $(READY) ## Time the pipeline against a plain Keras script (about 15 min); writes bench/RESULTS.md
 	$(VENV)/bin/python -m bench
+
+bench-quality: $(READY) ## Model quality on 13 bundled public tables against gradient boosting (about 30 min); writes bench/QUALITY.md
+	$(VENV)/bin/python -m bench.quality
 
 clean: ## Delete pipeline outputs (outputs/); keeps .venv
 	rm -rf outputs
