@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib
 import json
 import logging
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -63,6 +63,7 @@ def _sklearn(loader: str, label: str, class_names: bool = True, **kwargs) -> Cal
     """A loader for a bundled scikit-learn table; the target renamed to `label`, as class names when it has them."""
 
     def load() -> pd.DataFrame:
+        """The table as scikit-learn ships it, in its original units and categories."""
         from sklearn import datasets
 
         bunch = getattr(datasets, loader)(as_frame=True, **kwargs)
@@ -82,8 +83,7 @@ def _statsmodels(module: str, csv_name: str, sep: str = ",") -> Callable[[], pd.
     """
 
     def load() -> pd.DataFrame:
-        import importlib
-
+        """The shipped file, with the quotes some headers carry stripped as statsmodels does."""
         from statsmodels.datasets import utils
 
         package = importlib.import_module(f"statsmodels.datasets.{module}")
@@ -464,7 +464,7 @@ def render(results: dict) -> None:
     import jinja2
 
     template = jinja2.Environment(loader=jinja2.FileSystemLoader(BENCH), trim_blocks=True, lstrip_blocks=True,
-                                  undefined=jinja2.StrictUndefined)
+                                  keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     REPORT_MD.write_text(template.get_template(TEMPLATE).render(
         r=results, saw=saw, number=_number, findings=kept_findings(), start=FINDINGS_START, end=FINDINGS_END,
         higher_target=HIGHER_IS_BETTER_TARGET, rmse_target=RMSE_TARGET,
