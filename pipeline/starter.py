@@ -25,6 +25,7 @@ HASH_ABOVE = 100  # strings with more distinct values are hashed (TFDV lists no 
 INT_CATEGORY_MAX = 10  # integers with at most this many distinct values are treated as categories
 MAX_SLICES = 3
 ID_MIN_ROWS = 50  # below this, "every value distinct" says nothing about being an id
+MIN_COUNTER_VALUES = 10  # a column counting 1, 1, 2, 3, 3, ... down the file this far numbers rows or groups
 # A column present in fewer rows than this, or in under this share of rows, is too sparse to learn
 # from, and a split that happens to miss it would fail validation.
 SPARSE_ROWS = 20
@@ -117,20 +118,25 @@ class ColumnFacts:
     present: int  # rows with a value
     distinct: int
     first: object  # the first value, to name a constant
-    sequence: bool  # integers going up by one from row to row: a row number
+    top_share: float  # the most common value's share of the present ones
+    counter: bool  # integers from 0 or 1 going up by at most one, row after row: a row or group number
 
 
 def column_facts(batches: list[pa.RecordBatch], name: str) -> ColumnFacts:
     """Facts about one column of the tf.Example-shaped batches."""
     values = pa.chunked_array([b.column(name).flatten() for b in batches]).combine_chunks()
     present = len(values)
-    sequence = False
+    if not present:
+        return ColumnFacts(0, 0, None, 0.0, False)
+    counter = False
     if pa.types.is_integer(values.type) and present >= 2:
-        sequence = bool(np.all(np.diff(values.to_numpy()) == 1))
-    first = values[0].as_py() if present else None
+        numbers = values.to_numpy()
+        counter = numbers[0] in (0, 1) and bool(np.all(np.isin(np.diff(numbers), (0, 1))))
+    first = values[0].as_py()
     if isinstance(first, bytes):
         first = first.decode("utf-8", "replace")
-    return ColumnFacts(present, pc.count_distinct(values).as_py() if present else 0, first, sequence)
+    counts = pc.value_counts(values).field("counts").to_numpy()
+    return ColumnFacts(present, len(counts), first, float(counts.max()) / present, counter)
 
 
 def compute_statistics(batches: list[pa.RecordBatch]) -> statistics_pb2.DatasetFeatureStatisticsList:
@@ -219,8 +225,9 @@ def _looks_like_id(name: str, kind: str, facts: ColumnFacts, rows: int) -> str |
     """Why a column is an id rather than a feature, or None."""
     if kind == "FLOAT" or rows < ID_MIN_ROWS:
         return None
-    if facts.sequence and facts.present == rows:
-        return f"a row number: counts up by one from {facts.first}"
+    if facts.counter and facts.present == rows and facts.distinct >= MIN_COUNTER_VALUES:
+        what = "a row number" if facts.distinct == rows else "a group number"
+        return f"{what}: counts up by one from {facts.first} down the file"
     if kind == "BYTES" and facts.distinct == facts.present:
         return f"looks like an id: all {facts.distinct} values distinct"
     if (ID_NAME.search(name) or CAMEL_ID_NAME.search(name)) and facts.distinct >= ID_NAME_DISTINCT * facts.present:
@@ -300,7 +307,7 @@ class StartingGate:
     regression_reason: str = "how much worse than the last blessed model a new one may be"
 
 
-def _gate(problem: Problem, label_stats) -> StartingGate:
+def _gate(problem: Problem, label_stats, label_facts: ColumnFacts) -> StartingGate:
     """A starting blessing bar on the problem's gate metric: better than the trivial model the data implies."""
     if problem is Problem.REGRESSION:
         std = label_stats.num_stats.std_dev
@@ -313,9 +320,7 @@ def _gate(problem: Problem, label_stats) -> StartingGate:
         )
     if problem is Problem.BINARY:
         return StartingGate(STARTER_AUC, f"auc at least {STARTER_AUC}: clearly better than chance (0.5)")
-    top = label_stats.string_stats.top_values[0].frequency if label_stats.HasField("string_stats") else 0
-    total = _common(label_stats).num_non_missing
-    majority = math.ceil(100 * top / total) / 100 if total else 0.5
+    majority = math.ceil(100 * label_facts.top_share) / 100  # string or integer classes alike
     return StartingGate(majority, f"accuracy at least {majority}: better than always guessing the most common class")
 
 
@@ -553,7 +558,7 @@ def build_starter(
         plan.exclude,
         plan.overrides,
         _slices(plan),
-        _gate(label_problem, profile.stats_by_name[label]),
+        _gate(label_problem, profile.stats_by_name[label], profile.facts[label]),
     )
     return Starter(profile.schema, text, plan.decisions, label_problem, problem_reason, profile.rows)
 

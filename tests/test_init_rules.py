@@ -24,7 +24,7 @@ def _decided(draft: starter.Starter) -> dict[str, tuple[str, str]]:
 
 def test_a_row_number_is_an_id_even_as_integers(crm):
     treatment, reason = _decided(crm)["row"]
-    assert (treatment, reason) == ("excluded", "a row number: counts up by one from 1")
+    assert (treatment, reason) == ("excluded", "a row number: counts up by one from 1 down the file")
 
 
 def test_a_column_named_like_an_id_is_one(crm):
@@ -72,3 +72,26 @@ def test_a_label_missing_in_most_rows_is_refused(tmp_path: Path):
     datasets.write_csv(tmp_path / "data" / "t.csv", ["a", "b", "target"], rows)
     with pytest.raises(starter.InitError, match="40 of 60 rows have no value in 'target'"):
         starter.build_starter(tmp_path, tmp_path / "data", "target", None, None, None)
+
+
+def test_a_group_number_counting_down_the_file_is_an_id(tmp_path: Path):
+    """As in a long-format table: four rows per traveller, numbered 1, 1, 1, 1, 2, 2, ..."""
+    rows = [
+        [traveller, mode, 10 * mode + traveller % 7, int(mode == traveller % 4)]
+        for traveller in range(1, 61)
+        for mode in range(4)
+    ]
+    datasets.write_csv(tmp_path / "data" / "t.csv", ["individual", "mode", "cost", "chosen"], rows)
+    draft = starter.build_starter(tmp_path, tmp_path / "data", "chosen", None, None, None)
+    assert _decided(draft)["individual"] == ("excluded", "a group number: counts up by one from 1 down the file")
+    assert _decided(draft)["cost"][0] == "z-score"  # grows within groups, but is no counter
+
+
+def test_an_integer_label_gets_its_majority_rate_as_the_bar(tmp_path: Path):
+    rows = [[i % 13, [0, 0, 0, 0, 1, 1, 2, 2, 3, 3][i % 10]] for i in range(200)]  # class 0 is 40%
+    datasets.write_csv(tmp_path / "data" / "t.csv", ["x", "digit"], rows)
+    draft = starter.build_starter(tmp_path, tmp_path / "data", "digit", None, None, None)
+    assert draft.problem.value == "multiclass"
+    assert "threshold = 0.4  # accuracy at least 0.4: better than always guessing the most common class" in (
+        draft.project_text
+    )
