@@ -199,14 +199,19 @@ def _check_csv(files: list[Path], settings: Settings) -> tuple[int, int]:
             raise DataError(f"{path} is empty; a CSV file needs a header line and at least one row")
         columns = first[1]
         if header is None:
-            _check_header(path, columns, settings)
+            _check_header(path, columns[1:] if tables.has_row_index(columns) else columns, settings)
             header = columns
         elif columns != header:
             raise DataError(
                 f"{path} has columns [{', '.join(columns)}] but {first_file} has [{', '.join(header)}]; "
                 "all files of one batch need the same header"
             )
-        checks = [(i, name, _value_checker(types[name], name, text_checks.get(name))) for i, name in enumerate(header)]
+        first_data = 1 if tables.has_row_index(header) else 0  # the row index is never read
+        checks = [
+            (i, name, _value_checker(types[name], name, text_checks.get(name)))
+            for i, name in enumerate(header)
+            if i >= first_data
+        ]
         label_index = header.index(label)
         rows = 0
         for line, row in records:
@@ -230,7 +235,7 @@ def _check_csv(files: list[Path], settings: Settings) -> tuple[int, int]:
         if rows == 0:
             raise DataError(f"{path} has a header but no rows")
         total += rows
-    for name in header or ():
+    for _, name, _ in checks:  # every column read (the same header in every file)
         if filled[name] == 0 and name not in settings.project.features.exclude:
             raise _empty_column_error(files[0].parent, name)
     _check_unlabeled(first_file.parent, label, total, unlabeled, first_unlabeled)

@@ -411,6 +411,7 @@ class Profile:
     schema: schema_pb2.Schema
     timestamps: set[str]  # columns Arrow read as dates or times
     facts: dict[str, ColumnFacts]
+    row_index: bool = False  # the files start with an unnamed row index column, which is not read
 
     def kind(self, name: str) -> str:
         """The inferred schema type of a column: INT, FLOAT or BYTES."""
@@ -467,7 +468,8 @@ def _profile(folder: Path, data_format: str, files: list[Path], label: str, excl
     schema = tfdv.infer_schema(statistics, infer_feature_shape=True, max_string_domain_size=HASH_ABOVE)
     facts = {name: column_facts(batches, name) for name in columns}
     stats_by_name = _feature_stats(statistics.datasets[0])
-    return Profile(folder, data_format, rows, columns, stats_by_name, schema, timestamps, facts)
+    row_index = data_format == "csv" and tables.has_row_index(tables.csv_header(files[0]))
+    return Profile(folder, data_format, rows, columns, stats_by_name, schema, timestamps, facts, row_index)
 
 
 @dataclasses.dataclass
@@ -482,6 +484,9 @@ class ColumnPlan:
 def _plan_columns(profile: Profile, label: str, label_decision: Decision, given_exclusions: set[str]) -> ColumnPlan:
     """Decides each column's use, in file order."""
     plan = ColumnPlan()
+    if profile.row_index:
+        why = "the row index pandas and R write: never read"
+        plan.decisions.append(Decision("(no name)", "INT", 0.0, profile.rows, "excluded", why))
     for name in profile.columns:
         if name == label:
             plan.decisions.append(label_decision)

@@ -7,7 +7,8 @@ encoding's date formats.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import csv
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,29 @@ from models import encodings
 ARROW_TYPES = {"INT": pa.int64(), "FLOAT": pa.float64(), "BYTES": pa.string()}
 CSV_PARSE = pa_csv.ParseOptions(newlines_in_values=True)  # quoted newlines belong to their field
 BATCH_ROWS = 65_536
+
+
+# A first CSV column without a name is the row index pandas (`to_csv`) and R (`write.csv`) write:
+# not data, so it is never read. ("Unnamed: 0" is what pandas calls it when it reads one back.)
+ROW_INDEX_NAMES = ("", "Unnamed: 0")
+
+
+def has_row_index(names: Sequence[str]) -> bool:
+    """Whether a CSV header starts with the unnamed row index pandas and R write."""
+    return len(names) > 1 and names[0] in ROW_INDEX_NAMES
+
+
+def csv_header(path: Path) -> list[str]:
+    """The column names on a CSV file's first line."""
+    with open(path, newline="", encoding="utf-8-sig") as file:
+        return next(csv.reader(file), [])
+
+
+def _without_row_index(data):
+    """A table or batch without its leading row index column, if it has one."""
+    if not has_row_index(data.schema.names):
+        return data
+    return type(data).from_arrays(data.columns[1:], names=data.schema.names[1:])
 
 
 def data_files(folder: Path, pattern: str) -> list[Path]:
@@ -67,7 +91,9 @@ def read_table(path: Path | str, data_format: str, column_types: Mapping[str, st
     """
     if data_format == "parquet":
         return pq.read_table(path)
-    return pa_csv.read_csv(path, parse_options=CSV_PARSE, convert_options=csv_convert_options(column_types))
+    return _without_row_index(
+        pa_csv.read_csv(path, parse_options=CSV_PARSE, convert_options=csv_convert_options(column_types))
+    )
 
 
 def record_batches(path: str, data_format: str, column_types: Mapping[str, str]) -> Iterator[pa.RecordBatch]:
@@ -75,12 +101,14 @@ def record_batches(path: str, data_format: str, column_types: Mapping[str, str])
     if data_format == "parquet":
         yield from pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS)
         return
-    yield from pa_csv.open_csv(
+    reader = pa_csv.open_csv(
         path,
         read_options=pa_csv.ReadOptions(block_size=1 << 22),
         parse_options=CSV_PARSE,
         convert_options=csv_convert_options(column_types),
     )
+    for batch in reader:
+        yield _without_row_index(batch)
 
 
 def _as_list_array(array: pa.Array) -> pa.Array:

@@ -95,3 +95,34 @@ def test_an_integer_label_gets_its_majority_rate_as_the_bar(tmp_path: Path):
     assert "threshold = 0.4  # accuracy at least 0.4: better than always guessing the most common class" in (
         draft.project_text
     )
+
+
+def test_the_unnamed_row_index_pandas_writes_is_never_read(tmp_path: Path):
+    """`DataFrame.to_csv` writes the index as a first column with no name; R's write.csv does the same."""
+    import pandas as pd
+
+    from pipeline import config, preflight, settings, table_example_gen
+
+    frame = pd.DataFrame({"size": [float(i % 17) for i in range(120)], "kind": ["a", "b", "c"] * 40})
+    frame["big"] = ["yes" if s > 8 else "no" for s in frame["size"]]
+    (tmp_path / "data").mkdir()
+    frame.to_csv(tmp_path / "data" / "t.csv")
+    assert (tmp_path / "data" / "t.csv").read_text().startswith(",size,kind,big\n")
+
+    draft = starter.build_starter(tmp_path, tmp_path / "data", "big", None, None, None)
+    assert _decided(draft)["(no name)"] == ("excluded", "the row index pandas and R write: never read")
+    assert "size" in _decided(draft) and "" not in {f.name for f in draft.schema.feature}
+    starter.write_starter(draft, tmp_path, force=False)
+
+    resolved = settings.resolve(config.load_project(tmp_path / config.CONFIG_FILE), tmp_path)
+    assert preflight.check_data(resolved).rows == 120
+    (record,) = list(
+        table_example_gen.serialized_examples(str(tmp_path / "data" / "t.csv"), "csv", resolved.column_types)
+    )[:1]
+    assert set(tf_example_keys(record)) == {"size", "kind", "big"}
+
+
+def tf_example_keys(record: bytes) -> list[str]:
+    from tensorflow.core.example import example_pb2
+
+    return list(example_pb2.Example.FromString(record).features.feature)
