@@ -26,8 +26,8 @@ run: $(READY) ## Run the whole pipeline on data/ and push a blessed model to out
 test: $(READY) ## Run the unit and end-to-end tests
 	$(VENV)/bin/python -m pytest tests
 
-test-fast: $(READY) ## Run the tests that start no pipeline (under 2 minutes)
-	$(VENV)/bin/python -m pytest tests -m "not pipeline"
+test-fast: $(READY) ## Run the tests that start no pipeline and train no whole model (under 2 minutes)
+	$(VENV)/bin/python -m pytest tests -m "not pipeline and not slow"
 
 lint: $(READY) ## Check lint and formatting with ruff (as CI does)
 	$(VENV)/bin/ruff check .

@@ -62,6 +62,7 @@ def test_the_same_seed_gives_the_same_table():
     assert not generate.generate(500).equals(generate.generate(500, seed=1))
 
 
+@pytest.mark.slow
 def test_the_plain_script_trains_evaluates_and_saves_a_tf_example_model(tmp_path):
     model_dir = tmp_path / "model"
     proc = subprocess.run(
