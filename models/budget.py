@@ -1,5 +1,5 @@
 """How long training runs, sized to the data: passes over the whole training split, early stopping on
-the eval loss, a wall-clock cap, and a batch size that grows with the table.
+the eval split, a wall-clock cap, and a batch size that grows with the table.
 
 The pipeline passes a Budget to the Tuner and the Trainer in custom_config; they count the
 transformed examples and turn it into a Schedule. TensorFlow-free, so the wiring can build it.
@@ -22,7 +22,7 @@ class Budget:
     """What the project file allows one training (or one Tuner trial)."""
 
     epochs: int  # at most this many passes over the training split
-    patience: int  # stop after this many epochs without a lower eval loss, keeping the best weights
+    patience: int  # stop after this many epochs without improvement on the eval split, keeping the best weights
     max_seconds: float  # and stop after this long, whatever the epoch
     batch_size: int = 0  # examples per step and replica; 0: `batch_size_for(training rows)`
     steps: int = 0  # a fixed number of training steps instead (0: by epochs)

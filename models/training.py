@@ -83,11 +83,30 @@ class StopAfter(keras.callbacks.Callback):
             self.model.stop_training = self.stopped_early = True
 
 
-def callbacks(plan: budget.Schedule) -> list[keras.callbacks.Callback]:
-    """Early stopping on the eval loss (keeping the best weights) and the wall-clock cap."""
+def callbacks(plan: budget.Schedule, label: features.Label) -> list[keras.callbacks.Callback]:
+    """The wall-clock cap; and, training by epochs, a smaller step when the eval split stops improving,
+    then an early stop that keeps the best epoch's weights.
+
+    Binary models watch the eval AUC, which the gate judges: on small tables the eval loss rises
+    (overconfidence) while the AUC still improves (modechoice: AUC 0.81 stopping on the loss, 0.87 on
+    the AUC). The others watch the loss: accuracy on a small eval split plateaus in steps, and
+    stopping on it kept too early an epoch (iris: 0.89 against 0.94).
+    """
     stops: list[keras.callbacks.Callback] = [StopAfter(plan.max_seconds)]
     if plan.patience is not None:
-        stops.append(keras.callbacks.EarlyStopping("val_loss", patience=plan.patience, restore_best_weights=True))
+        watched = (
+            keras_tuner.Objective("val_auc", "max")
+            if label.problem is Problem.BINARY
+            else keras_tuner.Objective("val_loss", "min")
+        )
+        stops += [
+            keras.callbacks.ReduceLROnPlateau(
+                watched.name, factor=0.3, patience=max(1, plan.patience // 2), mode=watched.direction
+            ),
+            keras.callbacks.EarlyStopping(
+                watched.name, patience=plan.patience, mode=watched.direction, restore_best_weights=True
+            ),
+        ]
     return stops
 
 
@@ -111,7 +130,7 @@ def fit(
         steps_per_epoch=plan.steps_per_epoch,
         validation_data=eval_data,
         validation_steps=plan.validation_steps,
-        callbacks=[keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"), *callbacks(plan)],
+        callbacks=[keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"), *callbacks(plan, label)],
         verbose=0,
     )
     logging.info("Trained %d of at most %d epochs of %d steps", len(history.epoch), plan.epochs, plan.steps_per_epoch)
@@ -184,7 +203,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
             "epochs": plan.epochs,
             "steps_per_epoch": plan.steps_per_epoch,
             "validation_steps": plan.validation_steps,
-            "callbacks": callbacks(plan),
+            "callbacks": callbacks(plan, label),
             "verbose": 0,
         },
     )

@@ -80,7 +80,7 @@ class TrainingConfig(_Section):
     loss stops falling, and capped in time (models/budget.py applies it to the table's size)."""
 
     epochs: int = Field(50, ge=1)  # at most this many passes over the training split
-    patience: int = Field(5, ge=1)  # epochs without a lower eval loss before training stops
+    patience: int = Field(5, ge=1)  # epochs without a better eval AUC (binary) or loss before training stops
     max_minutes: float = Field(10.0, gt=0)  # wall-clock cap on the final training
     batch_size: int | None = Field(None, ge=1)  # default: 32, doubling with the table above 64k rows
     train_steps: int | None = Field(None, ge=1)  # a fixed number of steps instead of epochs
