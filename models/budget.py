@@ -15,6 +15,9 @@ from collections.abc import Mapping
 CUSTOM_CONFIG_KEY = "budget"  # where tuner_fn and run_fn find their Budget in custom_config
 MIN_BATCH, MAX_BATCH = 32, 1024
 ROWS_PER_BATCH_DOUBLING = 1000  # the batch doubles each time the training split does, from 32k rows
+# With a fixed step count the batch may stay small on a large table, where evaluating the whole eval
+# split each epoch would cost more than training (1M rows at batch 32: 10,000 eval steps an epoch).
+FIXED_EVAL_STEPS = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +29,7 @@ class Budget:
     max_seconds: float  # and stop after this long, whatever the epoch
     batch_size: int = 0  # examples per step and replica; 0: `batch_size_for(training rows)`
     steps: int = 0  # a fixed number of training steps instead (0: by epochs)
-    eval_steps: int = 0  # evaluation steps per epoch; 0: the whole eval split
+    eval_steps: int = 0  # evaluation steps per epoch; 0: the whole eval split (FIXED_EVAL_STEPS with `steps`)
 
     def to_json(self) -> str:
         """Serialises for a component's custom_config."""
@@ -64,6 +67,7 @@ def schedule(budget: Budget, train_rows: int, eval_rows: int, replicas: int = 1)
     batch = per_replica * replicas
     validation_steps = budget.eval_steps or max(1, math.ceil(eval_rows / batch))
     if budget.steps:  # as asked: ten epochs (or fewer) of equal steps, for the curves, no early stop
+        validation_steps = budget.eval_steps or min(validation_steps, FIXED_EVAL_STEPS)
         epochs = max(1, min(10, budget.steps // 10))
         steps = max(1, budget.steps // epochs)
         return Schedule(batch, train_rows, epochs, steps, validation_steps, None, budget.max_seconds)

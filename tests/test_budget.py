@@ -37,6 +37,9 @@ def test_a_fixed_step_count_and_batch_are_honoured_without_early_stopping():
     plan = budget.schedule(fixed, train_rows=1_000_000, eval_rows=500_000)
     assert (plan.batch_size, plan.epochs * plan.steps_per_epoch, plan.validation_steps) == (32, 200, 20)
     assert plan.patience is None
+    unbounded = budget.Budget(epochs=50, patience=5, max_seconds=600, batch_size=32, steps=200)
+    # evaluating all 500k eval rows at batch 32 each epoch would outweigh the 200 training steps
+    assert budget.schedule(unbounded, 1_000_000, 500_000).validation_steps == budget.FIXED_EVAL_STEPS
 
 
 def test_the_budget_travels_in_custom_config():
