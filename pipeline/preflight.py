@@ -87,9 +87,8 @@ def _check_header(path: Path, columns: Sequence[str], settings: Settings) -> Non
                 f"{path}: column '{name}' is not in the curated schema {settings.paths.schema_file}; "
                 "add it there after review, or drop it from the data"
             )
-    excluded = set(settings.project.features.exclude)  # not inputs, and not validated
     for feature in settings.schema.feature:
-        if feature.name not in seen and not features.is_optional(feature) and feature.name not in excluded:
+        if feature.name not in seen and not features.is_optional(feature) and feature.name not in settings.excluded:
             raise DataError(f"{path}: column '{feature.name}' is missing; the schema says every example has it")
 
 
@@ -236,7 +235,7 @@ def _check_csv(files: list[Path], settings: Settings) -> tuple[int, int]:
             raise DataError(f"{path} has a header but no rows")
         total += rows
     for _, name, _ in checks:  # every column read (the same header in every file)
-        if filled[name] == 0 and name not in settings.project.features.exclude:
+        if filled[name] == 0 and name not in settings.excluded:
             raise _empty_column_error(files[0].parent, name)
     _check_unlabeled(first_file.parent, label, total, unlabeled, first_unlabeled)
     return total, unlabeled
@@ -249,7 +248,6 @@ def _check_parquet(files: list[Path], settings: Settings) -> tuple[int, int]:
     """Checks every Parquet file of one batch: columns, types against the schema, labels and numbers."""
     label = settings.project.label.column
     types = settings.column_types
-    excluded = set(settings.project.features.exclude)  # not inputs, and not validated
     filled = collections.Counter()
     names: list[str] | None = None
     total = unlabeled = 0
@@ -269,7 +267,7 @@ def _check_parquet(files: list[Path], settings: Settings) -> tuple[int, int]:
         if table.num_rows == 0:
             raise DataError(f"{path} has no rows")
         for name in table.column_names:
-            if name in excluded:
+            if name in settings.excluded:  # not inputs, and not validated
                 continue
             column = table.column(name).combine_chunks()
             stored = tables.arrow_kind(column.type)
@@ -291,7 +289,7 @@ def _check_parquet(files: list[Path], settings: Settings) -> tuple[int, int]:
             filled[name] += len(column) - nulls
         total += table.num_rows
     for name in names or ():
-        if filled[name] == 0 and name not in settings.project.features.exclude:
+        if filled[name] == 0 and name not in settings.excluded:
             raise _empty_column_error(files[0].parent, name)
     _check_unlabeled(files[0].parent, label, total, unlabeled, first_unlabeled)
     return total, unlabeled

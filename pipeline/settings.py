@@ -81,10 +81,14 @@ class Settings:
         return {f.name: schema_pb2.FeatureType.Name(f.type) for f in self.schema.feature}
 
     @property
+    def excluded(self) -> frozenset[str]:
+        """Columns that are neither inputs nor validated (`[features] exclude`)."""
+        return frozenset(self.project.features.exclude)
+
+    @property
     def example_column_types(self) -> dict[str, str]:
         """The types ExampleGen reads columns as: the schema's, but excluded columns as text, unchecked."""
-        excluded = set(self.project.features.exclude)
-        return {name: "BYTES" if name in excluded else kind for name, kind in self.column_types.items()}
+        return {name: "BYTES" if name in self.excluded else kind for name, kind in self.column_types.items()}
 
     @property
     def imported_schema(self) -> schema_pb2.Schema:
@@ -92,9 +96,8 @@ class Settings:
         ExampleValidator (TFDV) and Transform pass over, so excluding a column takes it out of validation."""
         imported = schema_pb2.Schema()
         imported.CopyFrom(self.schema)
-        excluded = set(self.project.features.exclude)
         for feature in imported.feature:
-            if feature.name in excluded:
+            if feature.name in self.excluded:
                 feature.lifecycle_stage = schema_pb2.DEPRECATED
         return imported
 
