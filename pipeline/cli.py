@@ -30,6 +30,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_NOT_BLESSED = 3
+EXIT_NOT_SERVABLE = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -288,7 +289,14 @@ def _replay_if_unchanged(settings: settings_module.Settings, console: Console) -
     )
     summary = report.RunReport(**recorded.report).replayed()
     report.render(summary, settings, console)
-    sys.exit(EXIT_OK if summary.blessed else EXIT_NOT_BLESSED)
+    sys.exit(_exit_code(summary))
+
+
+def _exit_code(summary) -> int:
+    """A model TF Serving could not load is the graver finding, then one that missed the gate."""
+    if not summary.servable:
+        return EXIT_NOT_SERVABLE
+    return EXIT_OK if summary.blessed else EXIT_NOT_BLESSED
 
 
 def _schema_feature(settings: settings_module.Settings, name: str):
@@ -328,27 +336,34 @@ def _run_and_report(settings: settings_module.Settings, out: Console, err: Conso
     summary = report.build_report(settings)
     report.render(summary, settings, out)
     rerun.record(settings, dataclasses.asdict(summary), f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}")
-    return EXIT_OK if summary.blessed else EXIT_NOT_BLESSED
+    return _exit_code(summary)
 
 
-@main.command()
-@_config_option
-@click.option(
+def _project_output(config_file: Path, output: Path | None) -> tuple[config.Project, Path]:
+    """The project file, and the absolute output folder of its runs (or `output`), without loading TensorFlow."""
+    try:
+        project = config.load_project(config_file)
+    except config.ConfigError as error:
+        _fail(str(error), EXIT_BAD_INPUT)
+    return project, (output or config_file.absolute().parent / project.output).absolute()
+
+
+_output_option = click.option(
     "--output",
     type=click.Path(path_type=Path),
     default=None,
     help="Output folder of the runs, instead of the project's output.",
 )
+
+
+@main.command()
+@_config_option
+@_output_option
 @click.option("--port", type=int, default=6006, show_default=True, help="Port TensorBoard listens on.")
 def tensorboard(config_file, output, port):
     """Open TensorBoard on the training curves of every run."""
-    if output is None:
-        try:
-            project = config.load_project(config_file)
-        except config.ConfigError as error:
-            _fail(str(error), EXIT_BAD_INPUT)
-        output = config_file.absolute().parent / project.output
-    log_dir = nodes.training_logs(output.absolute() / "pipeline")
+    _, output = _project_output(config_file, output)
+    log_dir = nodes.training_logs(output / "pipeline")
     if not log_dir.is_dir():
         _fail(f"no training logs under {log_dir}; run `tfxp run` first", EXIT_BAD_INPUT)
     binary = shutil.which("tensorboard", path=str(Path(sys.executable).parent)) or shutil.which("tensorboard")
@@ -359,3 +374,116 @@ def tensorboard(config_file, output, port):
     )
     quiet = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
     _become([binary, "--logdir", str(log_dir), "--port", str(port)], quiet)
+
+
+def _serving(config_file: Path, output: Path | None):
+    """The project, its serving folder, and its MLMD store; exits if nothing was ever run there."""
+    from pipeline import lineage, serving
+
+    project, output = _project_output(config_file, output)
+    if not (output / settings_module.METADATA_FILE).is_file():
+        _fail(f"no runs in {output}; run `tfxp run` first", EXIT_BAD_INPUT)
+    return project, serving.ServingFolder(output / "serving", project.model_name), lineage.open_store(output)
+
+
+@main.command()
+@_config_option
+@_output_option
+def models(config_file, output):
+    """List every pushed version: its data, gate metric, servability, and which one TF Serving serves."""
+    from pipeline import registry
+
+    project, folder, store = _serving(config_file, output)
+    console = Console(highlight=False, soft_wrap=True)
+    versions = registry.pushed_versions(store, folder)
+    if not versions:
+        console.print(f"Nothing pushed yet to {folder.model_dir}.")
+        return
+    served, pinned = folder.served(), folder.pinned()
+    table = Table(
+        title=f"Versions of {escape(project.model_name)} in {folder.model_dir}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_lines=True,
+        pad_edge=False,
+    )
+    table.add_column("version", no_wrap=True)
+    table.add_column("pushed", no_wrap=True)
+    table.add_column("span", no_wrap=True)
+    table.add_column("gate metric", ratio=1)
+    table.add_column("servability\n(p50/p99)", no_wrap=True)
+    table.add_column("on disk", ratio=1)
+    for v in versions:
+        figures = v.servability
+        speed = "\n".join(
+            f"{rows} {figures[f'p50_ms_batch_{batch}']:.1f}/{figures[f'p99_ms_batch_{batch}']:.1f} ms"
+            for batch, rows in ((1, "1 row"), (64, "64 rows"))
+            if f"p50_ms_batch_{batch}" in figures
+        )
+        load = f"load {figures['load_seconds']:.2f} s\n" if "load_seconds" in figures else ""
+        marker = "\n[bold green]serving[/]" if v.version == served else ""
+        table.add_row(
+            str(v.version),
+            f"{v.pushed_at:%Y-%m-%d\n%H:%M:%S}",
+            "" if v.span is None else str(v.span),
+            escape(v.gate.replace(", ", "\n", 1)),
+            load + speed or "not checked",
+            escape(v.on_disk) + marker,
+        )
+    console.print(table)
+    if served is None:
+        console.print("No complete version on disk: TF Serving has nothing to serve.")
+    else:
+        how = "pinned by `tfxp rollback`; `tfxp rollback --clear` serves the latest again" if pinned else "the latest"
+        console.print(f"TF Serving serves version {served} ({escape(how)}), per {folder.config_path}")
+    history = registry.rollbacks(store)
+    if history:
+        last = history[0]
+        moved = "latest again" if last.action == "clear" else f"{last.from_version} → {last.to_version}"
+        console.print(
+            f"Last rollback: {last.at:%Y-%m-%d %H:%M:%S} by {escape(last.user)}, {moved}: {escape(last.reason or '(no reason given)')}"
+        )
+
+
+@main.command()
+@_config_option
+@_output_option
+@click.option(
+    "--to",
+    "to_version",
+    type=int,
+    default=None,
+    help="Version to serve. Default: the one before the version serving now.",
+)
+@click.option("--clear", is_flag=True, help="Remove the pin: serve the latest version again.")
+@click.option("--reason", default="", help="Why; recorded in ML Metadata with your user name and the time.")
+def rollback(config_file, output, to_version, clear, reason):
+    """Pin the version TF Serving serves (models.config), or with --clear go back to the latest."""
+    from pipeline import registry, serving
+
+    if clear and to_version is not None:
+        _fail("--to and --clear contradict each other; pass one", EXIT_BAD_INPUT)
+    project, folder, store = _serving(config_file, output)
+    console = Console(highlight=False, soft_wrap=True)
+    try:
+        with folder.lock():
+            before, pinned_before = folder.served(), folder.pinned()
+            target = None if clear else to_version if to_version is not None else folder.previous(before)
+            if not clear and target is None:
+                raise serving.DeliveryError(f"no complete version older than {before} to roll back to; pass --to")
+            folder.pin(target)
+            try:
+                registry.record_rollback(
+                    store, project.model_name, before, folder.served(), "clear" if clear else "pin", reason
+                )
+            except Exception:
+                folder.pin(pinned_before)  # no unrecorded change of what serves
+                raise
+    except (serving.DeliveryError, registry.RegistryError) as error:
+        _fail(f"{error}; nothing changed", EXIT_BAD_INPUT)
+    after = folder.served()
+    if clear:
+        console.print(f"Serving the latest version again: {after} (was {before}).")
+    else:
+        console.print(f"Pinned version {after} (was {before}) in {folder.config_path}.")
+    console.print("A TF Serving started with --model_config_file_poll_wait_seconds picks this up without a restart.")

@@ -90,6 +90,12 @@ class TrainingConfig(_Section):
     tuner_epochs: int = Field(10, ge=1)  # per trial, with the same early stopping; max_minutes is shared out
 
 
+class DeliveryConfig(_Section):
+    """How pushed models are kept in the serving folder."""
+
+    keep_versions: int = Field(5, ge=1)  # newest versions kept after a push; a pinned version is never removed
+
+
 class Project(_Section):
     """Everything one project's `tfxp.toml` says."""
 
@@ -102,6 +108,7 @@ class Project(_Section):
     split: SplitConfig = SplitConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     training: TrainingConfig = TrainingConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
 
 
 def _merge(raw: dict, overrides: dict[str, Any]) -> dict:

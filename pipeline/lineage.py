@@ -15,8 +15,8 @@ PIPELINE_RUN = "pipeline_run"  # context types TFX attaches to every execution
 NODE = "node"
 
 _EXECUTION_STATES = metadata_store_pb2.Execution.State
-_INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
-_OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
+OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
 
 
 @dataclasses.dataclass
@@ -80,8 +80,8 @@ def run_executions(store: metadata_store.MetadataStore, run: metadata_store_pb2.
         node_of[eid]: NodeExecution(
             node_of[eid],
             execution,
-            _keyed(events[eid], artifacts, _INPUT_EVENTS),
-            _keyed(events[eid], artifacts, _OUTPUT_EVENTS),
+            _keyed(events[eid], artifacts, INPUT_EVENTS),
+            _keyed(events[eid], artifacts, OUTPUT_EVENTS),
         )
         for eid, execution in executions.items()
         if eid in node_of
@@ -98,12 +98,12 @@ def upstream_artifacts(store: metadata_store.MetadataStore, artifact_id: int) ->
     types = {t.id: t.name for t in store.get_artifact_types()}
     seen, frontier, found = {artifact_id}, [artifact_id], []
     while frontier:
-        producers = {e.execution_id for e in store.get_events_by_artifact_ids(frontier) if e.type in _OUTPUT_EVENTS}
+        producers = {e.execution_id for e in store.get_events_by_artifact_ids(frontier) if e.type in OUTPUT_EVENTS}
         frontier = []
         if not producers:
             break
         for event in store.get_events_by_execution_ids(list(producers)):
-            if event.type in _INPUT_EVENTS and event.artifact_id not in seen:
+            if event.type in INPUT_EVENTS and event.artifact_id not in seen:
                 seen.add(event.artifact_id)
                 frontier.append(event.artifact_id)
         found.extend(store.get_artifacts_by_id(frontier))

@@ -12,6 +12,7 @@ TUNER = "Tuner"
 TRAINER = "Trainer"
 BASELINE_RESOLVER = "BaselineModelResolver"
 EVALUATOR = "Evaluator"
+SERVABILITY_CHECK = "ServabilityCheck"
 PUSHER = "Pusher"
 
 

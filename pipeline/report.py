@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from models import evaluation
-from pipeline import lineage, nodes
+from pipeline import lineage, nodes, registry, serving
 from pipeline.settings import Settings
 
 
@@ -31,6 +31,12 @@ class RunReport:
     serving_model_dir: str | None  # the version folder now holding this run's model
     trained_on: list[str]  # "Type: uri" lines tracing the model back to its data
     states: dict[str, str]  # node id → COMPLETE / CACHED
+    servable: bool  # the servability check's verdict (pipeline/servability.py)
+    servability: str  # its figures, or where the model failed
+    recovered: list[str]  # unfinished pushes of a crashed run, removed by this one
+    removed_versions: list[str]  # versions retention deleted after this push
+    served_version: int | None  # what TF Serving serves now, per models.config
+    pinned: bool  # whether a rollback pinned it
 
     def replayed(self) -> RunReport:
         """The same summary for a rerun that reused every execution."""
@@ -113,6 +119,13 @@ def build_report(settings: Settings) -> RunReport:
     slices, changes = read_metrics(evaluation_artifact.uri, reported_metrics(settings))
     blessed = lineage.custom_property(blessing, "blessed") == 1
     pushed = lineage.custom_property(pushed_model, "pushed") == 1
+    infra_blessing = executions[nodes.SERVABILITY_CHECK].output("blessing")
+    gate_key = evaluation.metric(settings.declarations.label.problem, settings.gate.metric).key
+    if gate_key in slices.get("Overall", {}):  # for the registry, which lists versions without loading TFMA
+        registry.record_gate(
+            store, blessing.id, settings.gate.metric, slices["Overall"][gate_key], changes.get(gate_key)
+        )
+    folder = serving.ServingFolder(settings.paths.serving_root, settings.model_name)
     trained_on = [
         f"{a.type}: {a.uri}" + (f" (span {span})" if (span := lineage.custom_property(a, "span")) is not None else "")
         for a in lineage.upstream_artifacts(store, model.id)
@@ -130,6 +143,12 @@ def build_report(settings: Settings) -> RunReport:
         serving_model_dir=lineage.custom_property(pushed_model, "pushed_destination") if pushed else None,
         trained_on=sorted(trained_on),
         states={node: ex.state for node, ex in executions.items()},
+        servable=lineage.custom_property(infra_blessing, "blessed") == 1,
+        servability=lineage.custom_property(infra_blessing, "verdict") or "",
+        recovered=[n for n in (lineage.custom_property(pushed_model, "recovered") or "").split(",") if n],
+        removed_versions=[v for v in (lineage.custom_property(pushed_model, "removed_versions") or "").split(",") if v],
+        served_version=folder.served(),
+        pinned=folder.pinned() is not None,
     )
 
 
@@ -163,16 +182,29 @@ def render(report: RunReport, settings: Settings, console: Console) -> None:
         console.print("[bold green]Blessed[/]: the model meets every threshold.")
     else:
         console.print("[bold red]Not blessed[/]: " + escape("; ".join(report.reasons)))
+    if report.servable:
+        console.print(f"[bold green]Servable[/] in a clean TensorFlow process: {escape(report.servability)}")
+    else:
+        console.print(
+            f"[bold red]Not servable[/]: TF Serving would fail on this model; it {escape(report.servability)}"
+        )
 
+    for leftover in report.recovered:
+        console.print(f"Removed {leftover}, an unfinished push an interrupted run left in the serving folder.")
     cached_push = report.states.get(nodes.PUSHER) == "CACHED"
     if report.pushed and not cached_push:
-        console.print(f"[bold]Pushed[/] to {report.serving_model_dir}")
+        console.print(f"[bold]Pushed[/] to {report.serving_model_dir}, with TF Serving warmup requests")
+        if report.removed_versions:
+            console.print(f"Retention removed version(s) {', '.join(report.removed_versions)} (keep_versions).")
     elif report.pushed:
         console.print(
             f"Nothing changed since the last run, so nothing new was pushed. Serving: {report.serving_model_dir}"
         )
     else:
         console.print(f"Not pushed; {settings.paths.serving_root / settings.model_name} is untouched.")
+    if report.served_version is not None:
+        how = "pinned by `tfxp rollback`" if report.pinned else "the latest"
+        console.print(f"TF Serving serves version {report.served_version} ({how}); see [bold]tfxp models[/].")
     console.print("Model trained on:")
     for line in report.trained_on:
         console.print(f"  {line}")

@@ -10,7 +10,7 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
 from models import budget, evaluation, features
-from pipeline import guards, table_example_gen
+from pipeline import guards, pusher, servability, table_example_gen
 from pipeline.config import TrainingConfig
 from pipeline.nodes import (
     ANOMALIES_GATE,
@@ -20,6 +20,7 @@ from pipeline.nodes import (
     EXAMPLE_VALIDATOR,
     PUSHER,
     SCHEMA_GEN,
+    SERVABILITY_CHECK,
     STATISTICS_GEN,
     TRAINER,
     TRANSFORM,
@@ -169,15 +170,28 @@ def create_pipeline(
         eval_config=evaluation.eval_config(settings.declarations, settings.gate, settings.project.evaluation.slices),
     ).with_id(EVALUATOR)
 
-    # Writes <serving_root>/<model_name>/<version>/ only when the Evaluator blessed the model.
-    pusher = tfx.components.Pusher(
+    # InfraValidator without Docker: warmup requests from eval rows, then load and call the model in a
+    # clean TensorFlow process, the nearest thing to TF Serving here (pipeline/servability.py).
+    servability_check = servability.ServabilityCheck(
+        model=trainer.outputs["model"],
+        examples=example_gen.outputs["examples"],
+        label=settings.declarations.label.name,
+        model_name=settings.model_name,
+        code_digest=servability.code_digest(),
+    ).with_id(SERVABILITY_CHECK)
+    servability_check.add_upstream_node(evaluator)  # after the gate, as the last check before a push
+
+    # Publishes <serving_root>/<model_name>/<version>/ by atomic rename, only when both checks blessed it.
+    model_pusher = pusher.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=servability_check.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=str(paths.serving_root / settings.model_name)
             )
         ),
+        custom_config={pusher.KEEP_VERSIONS: settings.project.delivery.keep_versions},
     ).with_id(PUSHER)
 
     components = [
@@ -191,7 +205,8 @@ def create_pipeline(
         trainer,
         baseline_resolver,
         evaluator,
-        pusher,
+        servability_check,
+        model_pusher,
     ]
     return tfx.dsl.Pipeline(
         pipeline_name=settings.pipeline_name,

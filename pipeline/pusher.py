@@ -1,0 +1,67 @@
+"""The Pusher's executor: TFX's blessing checks, then an atomic, versioned publish with retention.
+
+Stock TFX copies the model straight into `<serving>/<model>/<version>/`, where a crash leaves a
+half-written version TF Serving tries to load. This executor keeps TFX's contract (the same
+blessing checks, the same PushedModel properties) and hands the filesystem work to
+`pipeline.serving`, which publishes by rename.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tfx import v1 as tfx
+from tfx.components.pusher import executor as tfx_pusher
+from tfx.dsl.components.base import executor_spec
+from tfx.proto import pusher_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import io_utils, path_utils, proto_utils
+
+from pipeline import serving
+
+KEEP_VERSIONS = "keep_versions"  # custom_config key: retention, from [delivery] keep_versions
+RECOVERED = "recovered"  # PushedModel properties: unfinished pushes removed, and versions retention removed
+REMOVED_VERSIONS = "removed_versions"
+
+
+class Executor(tfx_pusher.Executor):
+    """Pushes the servability-stamped model (with its warmup requests) by rename, then prunes old versions."""
+
+    def GetModelPath(self, input_dict) -> str:  # noqa: N802  (TFX's name)
+        """The stamped copy the servability check called, when it made one; else the trained model."""
+        infra = input_dict.get(standard_component_specs.INFRA_BLESSING_KEY)
+        if infra and artifact_utils.get_single_instance(infra).get_int_custom_property("has_model"):
+            return path_utils.stamped_model_path(artifact_utils.get_single_instance(infra).uri)
+        return super().GetModelPath(input_dict)
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802
+        """Publishes a blessed model as the next version; records what it did on the PushedModel artifact."""
+        self._log_startup(input_dict, output_dict, exec_properties)
+        pushed = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+        destination = proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], pusher_pb2.PushDestination()
+        )
+        base = Path(destination.filesystem.base_directory)
+        folder = serving.ServingFolder(base.parent, base.name)
+        custom = json.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null") or {}
+
+        if not self.CheckBlessing(input_dict):
+            with folder.lock():
+                recovered = folder.recover()
+            self._MarkNotPushed(pushed)
+            pushed.set_string_custom_property(RECOVERED, ",".join(recovered))
+            return
+        model_path = Path(self.GetModelPath(input_dict))
+        push = folder.push(model_path, keep_versions=custom[KEEP_VERSIONS])
+        # As stock TFX: a copy under the pipeline root too, the archive an audit can go back to.
+        io_utils.copy_dir(str(model_path), pushed.uri)
+        self._MarkPushed(pushed, pushed_destination=str(push.path), pushed_version=str(push.version))
+        pushed.set_string_custom_property(RECOVERED, ",".join(push.recovered))
+        pushed.set_string_custom_property(REMOVED_VERSIONS, ",".join(map(str, push.removed)))
+
+
+class Pusher(tfx.components.Pusher):
+    """TFX's Pusher, same inputs, outputs and properties, running the atomic executor above."""
+
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)

@@ -1,0 +1,207 @@
+"""The model registry: every pushed version, read from ML Metadata and the serving folder, and rollbacks recorded there.
+
+Nothing here keeps a side file: a version's lineage, gate figures and servability figures are
+MLMD artifacts and properties; what TF Serving serves is `models.config` and the version folders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import getpass
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from pipeline import lineage, serving
+
+# The servability check's figures on its InfraBlessing (written by pipeline/servability.py, which imports TFX).
+FIGURES = ("load_seconds", "p50_ms_batch_1", "p99_ms_batch_1", "p50_ms_batch_64", "p99_ms_batch_64")
+
+PUSHED_MODEL = "PushedModel"
+PIPELINE = "pipeline"  # the context type TFX gives a pipeline; its name is the pipeline's
+ROLLBACK = "Rollback"  # execution type of a `tfxp rollback`
+# What the end-of-run summary records on the Evaluator's ModelBlessing, so listings need not load TFMA.
+GATE_METRIC, GATE_VALUE, GATE_CHANGE = "gate_metric", "gate_value", "gate_change"
+
+
+class RegistryError(RuntimeError):
+    """A registry request cannot be met; the message says why."""
+
+
+@dataclasses.dataclass
+class PushedVersion:
+    """One version the Pusher published, as MLMD and the serving folder describe it."""
+
+    version: int
+    pushed_at: datetime.datetime
+    span: int | None
+    examples: str  # the ExampleGen artifact the model was checked against
+    model_id: int
+    gate: str  # "accuracy 0.9800, +0.0100 vs baseline"
+    servability: dict[str, float]  # the servability check's figures (servability.FIGURES)
+    on_disk: str  # "complete", "removed by retention", "missing", or "corrupt"
+
+
+def _when(milliseconds: int) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(milliseconds / 1000)
+
+
+def _inputs_of(store: metadata_store.MetadataStore, artifact_id: int) -> dict[str, metadata_store_pb2.Artifact]:
+    """The input artifacts, by key, of the execution that produced `artifact_id`."""
+    producers = [
+        e.execution_id for e in store.get_events_by_artifact_ids([artifact_id]) if e.type in lineage.OUTPUT_EVENTS
+    ]
+    if not producers:
+        return {}
+    events = [e for e in store.get_events_by_execution_ids(producers[:1]) if e.type in lineage.INPUT_EVENTS]
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    return {
+        e.path.steps[0].key: artifacts[e.artifact_id] for e in events if e.path.steps and e.artifact_id in artifacts
+    }
+
+
+def gate_text(blessing: metadata_store_pb2.Artifact | None) -> str:
+    """The gate metric and its change against the baseline, as the run summary recorded them."""
+    metric = lineage.custom_property(blessing, GATE_METRIC) if blessing else None
+    if metric is None:
+        return "not recorded"
+    text = f"{metric} {lineage.custom_property(blessing, GATE_VALUE):.4f}"
+    change = lineage.custom_property(blessing, GATE_CHANGE)
+    return text + (f", {change:+.4f} vs baseline" if change is not None else ", no baseline")
+
+
+def record_gate(
+    store: metadata_store.MetadataStore, blessing_id: int, metric: str, value: float, change: float | None
+) -> None:
+    """Writes the gate figures onto the Evaluator's ModelBlessing artifact."""
+    [blessing] = store.get_artifacts_by_id([blessing_id])
+    blessing.custom_properties[GATE_METRIC].string_value = metric
+    blessing.custom_properties[GATE_VALUE].double_value = value
+    if change is not None:
+        blessing.custom_properties[GATE_CHANGE].double_value = change
+    store.put_artifacts([blessing])
+
+
+def _pushed_by_version(store: metadata_store.MetadataStore) -> dict[int, metadata_store_pb2.Artifact]:
+    """The PushedModel artifact of every version the Pusher published (one store per output folder)."""
+    try:
+        artifacts = store.get_artifacts_by_type(PUSHED_MODEL)
+    except Exception:  # noqa: BLE001  (MLMD raises NotFound before the first push)
+        return {}
+    return {
+        int(lineage.custom_property(a, "pushed_version")): a
+        for a in artifacts
+        if lineage.custom_property(a, "pushed") == 1
+    }
+
+
+def pushed_versions(store: metadata_store.MetadataStore, folder: serving.ServingFolder) -> list[PushedVersion]:
+    """Every version pushed to `folder`, newest first."""
+    pushed = _pushed_by_version(store)
+    removed = {
+        int(v)
+        for artifact in pushed.values()
+        for v in (lineage.custom_property(artifact, "removed_versions") or "").split(",")
+        if v
+    }
+    found = []
+    for version, artifact in pushed.items():
+        inputs = _inputs_of(store, artifact.id)
+        infra = inputs.get("infra_blessing")
+        checked = _inputs_of(store, infra.id).get("examples") if infra else None
+        if version in folder.versions():
+            on_disk = "complete" if folder.is_complete(version) else "corrupt"
+        else:
+            on_disk = "removed by retention" if version in removed else "missing"
+        found.append(
+            PushedVersion(
+                version=version,
+                pushed_at=_when(artifact.create_time_since_epoch),
+                span=lineage.custom_property(checked, "span") if checked else None,
+                examples=checked.uri if checked else "",
+                model_id=inputs["model"].id if "model" in inputs else 0,
+                gate=gate_text(inputs.get("model_blessing")),
+                servability={k: v for k in FIGURES if infra and (v := lineage.custom_property(infra, k)) is not None},
+                on_disk=on_disk,
+            )
+        )
+    return sorted(found, key=lambda v: v.version, reverse=True)
+
+
+def _pipeline_context(store: metadata_store.MetadataStore, pipeline_name: str) -> metadata_store_pb2.Context:
+    context = store.get_context_by_type_and_name(PIPELINE, pipeline_name)
+    if context is None:
+        raise RegistryError(f"nothing was ever run for {pipeline_name!r} in this output folder; run `tfxp run` first")
+    return context
+
+
+def _rollback_type(store: metadata_store.MetadataStore) -> int:
+    kind = metadata_store_pb2.ExecutionType(name=ROLLBACK)
+    for name in ("from_version", "to_version"):
+        kind.properties[name] = metadata_store_pb2.INT
+    for name in ("reason", "user", "action"):
+        kind.properties[name] = metadata_store_pb2.STRING
+    return store.put_execution_type(kind)
+
+
+@dataclasses.dataclass
+class Rollback:
+    """A change of the served version, as recorded in MLMD."""
+
+    at: datetime.datetime
+    action: str  # "pin" or "clear"
+    from_version: int | None
+    to_version: int | None
+    reason: str
+    user: str
+
+
+def record_rollback(
+    store: metadata_store.MetadataStore,
+    pipeline_name: str,
+    before: int | None,
+    after: int | None,
+    action: str,
+    reason: str,
+) -> None:
+    """Records who changed the served version, when, from which to which, and why; linked to both versions."""
+    context = _pipeline_context(store, pipeline_name)
+    execution = metadata_store_pb2.Execution(type_id=_rollback_type(store))
+    execution.last_known_state = metadata_store_pb2.Execution.COMPLETE
+    execution.properties["action"].string_value = action
+    execution.properties["reason"].string_value = reason
+    execution.properties["user"].string_value = getpass.getuser()
+    if before is not None:
+        execution.properties["from_version"].int_value = before
+    if after is not None:
+        execution.properties["to_version"].int_value = after
+    by_version = _pushed_by_version(store)
+    links = []
+    for version, kind in ((before, metadata_store_pb2.Event.INPUT), (after, metadata_store_pb2.Event.OUTPUT)):
+        if version in by_version:
+            links.append((by_version[version], metadata_store_pb2.Event(type=kind)))
+    store.put_execution(execution, links, [context])
+
+
+def rollbacks(store: metadata_store.MetadataStore) -> list[Rollback]:
+    """Every recorded rollback, newest first."""
+    try:
+        executions = store.get_executions_by_type(ROLLBACK)
+    except Exception:  # noqa: BLE001  (the type does not exist until the first rollback)
+        return []
+
+    def number(execution, name):
+        return execution.properties[name].int_value if name in execution.properties else None
+
+    return [
+        Rollback(
+            at=_when(e.create_time_since_epoch),
+            action=e.properties["action"].string_value,
+            from_version=number(e, "from_version"),
+            to_version=number(e, "to_version"),
+            reason=e.properties["reason"].string_value,
+            user=e.properties["user"].string_value,
+        )
+        for e in sorted(executions, key=lambda e: e.id, reverse=True)
+    ]
