@@ -21,7 +21,8 @@ FIGURES = ("load_seconds", "p50_ms_batch_1", "p99_ms_batch_1", "p50_ms_batch_64"
 PUSHED_MODEL = "PushedModel"
 PIPELINE = "pipeline"  # the context type TFX gives a pipeline; its name is the pipeline's
 ROLLBACK = "Rollback"  # execution type of a `tfxp rollback`
-# What the end-of-run summary records on the Evaluator's ModelBlessing, so listings need not load TFMA.
+# What the end-of-run summary records on the Pusher's PushedModel, so listings need not load TFMA. Not on
+# the ModelBlessing: TFX's cache key hashes input artifacts whole, so editing one would re-run the Pusher.
 GATE_METRIC, GATE_VALUE, GATE_CHANGE = "gate_metric", "gate_value", "gate_change"
 
 
@@ -61,26 +62,26 @@ def _inputs_of(store: metadata_store.MetadataStore, artifact_id: int) -> dict[st
     }
 
 
-def gate_text(blessing: metadata_store_pb2.Artifact | None) -> str:
+def gate_text(pushed: metadata_store_pb2.Artifact) -> str:
     """The gate metric and its change against the baseline, as the run summary recorded them."""
-    metric = lineage.custom_property(blessing, GATE_METRIC) if blessing else None
+    metric = lineage.custom_property(pushed, GATE_METRIC)
     if metric is None:
         return "not recorded"
-    text = f"{metric} {lineage.custom_property(blessing, GATE_VALUE):.4f}"
-    change = lineage.custom_property(blessing, GATE_CHANGE)
+    text = f"{metric} {lineage.custom_property(pushed, GATE_VALUE):.4f}"
+    change = lineage.custom_property(pushed, GATE_CHANGE)
     return text + (f", {change:+.4f} vs baseline" if change is not None else ", no baseline")
 
 
 def record_gate(
-    store: metadata_store.MetadataStore, blessing_id: int, metric: str, value: float, change: float | None
+    store: metadata_store.MetadataStore, pushed_id: int, metric: str, value: float, change: float | None
 ) -> None:
-    """Writes the gate figures onto the Evaluator's ModelBlessing artifact."""
-    [blessing] = store.get_artifacts_by_id([blessing_id])
-    blessing.custom_properties[GATE_METRIC].string_value = metric
-    blessing.custom_properties[GATE_VALUE].double_value = value
+    """Writes the gate figures onto the Pusher's PushedModel artifact, which no component consumes."""
+    [pushed] = store.get_artifacts_by_id([pushed_id])
+    pushed.custom_properties[GATE_METRIC].string_value = metric
+    pushed.custom_properties[GATE_VALUE].double_value = value
     if change is not None:
-        blessing.custom_properties[GATE_CHANGE].double_value = change
-    store.put_artifacts([blessing])
+        pushed.custom_properties[GATE_CHANGE].double_value = change
+    store.put_artifacts([pushed])
 
 
 def _pushed_by_version(store: metadata_store.MetadataStore) -> dict[int, metadata_store_pb2.Artifact]:
@@ -121,7 +122,7 @@ def pushed_versions(store: metadata_store.MetadataStore, folder: serving.Serving
                 span=lineage.custom_property(checked, "span") if checked else None,
                 examples=checked.uri if checked else "",
                 model_id=inputs["model"].id if "model" in inputs else 0,
-                gate=gate_text(inputs.get("model_blessing")),
+                gate=gate_text(artifact),
                 servability={k: v for k in FIGURES if infra and (v := lineage.custom_property(infra, k)) is not None},
                 on_disk=on_disk,
             )

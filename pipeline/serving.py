@@ -53,10 +53,21 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+class _WriteFailed(Exception):  # noqa: N818
+    """An OSError while copying, carried past copytree, which would note it and copy on regardless."""
+
+    def __init__(self, error: OSError):
+        super().__init__(error)
+        self.error = error
+
+
 def _copy_synced(source: str, target: str) -> str:
     """Copies one file and flushes it to disk, so a rename after it publishes data, not promises."""
-    shutil.copyfile(source, target)
-    _fsync(Path(target))
+    try:
+        shutil.copyfile(source, target)
+        _fsync(Path(target))
+    except OSError as error:
+        raise _WriteFailed(error) from error
     return target
 
 
@@ -81,7 +92,9 @@ class ServingFolder:
         """Every version folder TF Serving can see, oldest first."""
         if not self.model_dir.is_dir():
             return []
-        return sorted(int(p.name) for p in self.model_dir.iterdir() if p.name.isdigit() and p.is_dir())
+        return sorted(
+            int(p.name) for p in self.model_dir.iterdir() if p.name.isascii() and p.name.isdigit() and p.is_dir()
+        )
 
     def version_dir(self, version: int) -> Path:
         """The folder of one version."""
@@ -190,7 +203,8 @@ class ServingFolder:
                 _fsync(self.model_dir)
                 if not self.config_path.is_file():
                     self.write_config(pinned=None)
-            except OSError as error:
+            except (OSError, _WriteFailed) as failure:
+                error = failure.error if isinstance(failure, _WriteFailed) else failure
                 shutil.rmtree(partial, ignore_errors=True)
                 served = self.served()
                 still = f"version {served} keeps serving" if served is not None else "no version was published"
@@ -206,11 +220,16 @@ class ServingFolder:
         pinned = self.pinned()
         versions = self.versions()
         doomed = [v for v in versions[: max(0, len(versions) - keep_versions)] if v != pinned]
+        removed = []
         for version in doomed:
             hidden = self.model_dir / f"{REMOVING}{version}"
-            os.rename(self.version_dir(version), hidden)  # invisible at once; deleted at leisure
+            try:
+                os.rename(self.version_dir(version), hidden)  # invisible at once; deleted at leisure
+            except OSError:
+                break  # the push itself succeeded; the next one retries the removal
             shutil.rmtree(hidden, ignore_errors=True)
-        return doomed
+            removed.append(version)
+        return removed
 
     def previous(self, version: int | None) -> int | None:
         """The newest complete version older than `version`: where a rollback goes by default."""

@@ -39,6 +39,18 @@ class NotServable(Exception):
         self.stage, self.reason = stage, reason
 
 
+def _reason(error):
+    """A TensorFlow error in one line: its own lines, without Python tracebacks or the generic header."""
+    lines = []
+    for line in str(getattr(error, "message", error)).splitlines():
+        line = line.strip()
+        if not line or line.startswith(("Traceback", "File ", "raise ")) or line == "Graph execution error:":
+            continue
+        if line not in lines:
+            lines.append(line)
+    return f"{type(error).__name__}: {' '.join(lines[:3])}"
+
+
 def _warmup_inputs(model_dir, tf, prediction_log_pb2):
     """The PredictRequest inputs of every warmup record, as TF Serving replays them at load."""
     path = f"{model_dir}/{WARMUP_FILE}"
@@ -90,7 +102,7 @@ def probe(model_dir):
         try:
             meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], model_dir)
         except Exception as error:  # noqa: BLE001  (any load failure is the verdict)
-            raise NotServable("load", f"{type(error).__name__}: {error}") from None
+            raise NotServable("load", _reason(error)) from None
         result["load_seconds"] = time.perf_counter() - started
 
         if SIGNATURE not in meta_graph.signature_def:
@@ -109,7 +121,7 @@ def probe(model_dir):
             try:
                 outputs = session.run(fetches, {input_info.name: serialized})
             except Exception as error:  # noqa: BLE001
-                raise NotServable("call", f"{type(error).__name__}: {str(error).splitlines()[0]}") from None
+                raise NotServable("call", _reason(error)) from None
             _check_outputs(signature, outputs, len(serialized), np, tf)
 
         rows = []

@@ -29,6 +29,7 @@ ALL_NODES = {
     nodes.TRAINER,
     nodes.BASELINE_RESOLVER,
     nodes.EVALUATOR,
+    nodes.SERVABILITY_CHECK,
     nodes.PUSHER,
 }
 
@@ -246,7 +247,10 @@ def test_unwritable_output_folder_is_one_clear_error(tmp_path):
 
 
 def test_every_command_has_help():
-    for args in (["--help"], ["init", "--help"], ["run", "--help"], ["tensorboard", "--help"]):
+    for args in (
+        ["--help"],
+        *([command, "--help"] for command in ("init", "run", "tensorboard", "models", "rollback")),
+    ):
         result = run_tfxp(*args)
         assert result.code == 0
         assert "Usage:" in result.stdout

@@ -1,0 +1,168 @@
+"""Delivery through the whole pipeline: the servability check, warmup, models.config, `tfxp models` and `tfxp rollback`."""
+
+import re
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+from google.protobuf import text_format
+from ml_metadata.proto import metadata_store_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from pipeline import lineage, nodes, registry, serving
+from tests.conftest import FAST_RUN_ARGS, run_tfxp
+
+MODEL = "penguins"
+
+
+def _folder(output: Path) -> serving.ServingFolder:
+    return serving.ServingFolder(output / "serving", MODEL)
+
+
+def _first_run(output: Path) -> dict[str, lineage.NodeExecution]:
+    store = lineage.open_store(output)
+    return lineage.run_executions(store, lineage.pipeline_runs(store)[0])
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.pipeline
+def test_the_servability_check_blesses_the_model_and_the_pusher_takes_its_stamped_copy(two_runs):
+    run = _first_run(two_runs.output)
+    infra = run[nodes.SERVABILITY_CHECK].output("blessing")
+    assert lineage.custom_property(infra, "blessed") == 1
+    assert lineage.custom_property(infra, "has_model") == 1
+    for figure in registry.FIGURES:
+        assert lineage.custom_property(infra, figure) > 0, figure
+    assert run[nodes.SERVABILITY_CHECK].inputs["model"][0].id == run[nodes.TRAINER].output("model").id
+    assert run[nodes.PUSHER].inputs["infra_blessing"][0].id == infra.id
+    assert run[nodes.SERVABILITY_CHECK].execution.id > run[nodes.EVALUATOR].execution.id  # the last check
+    out = _flat(two_runs.first.stdout)
+    assert "Servable in a clean TensorFlow process: loads in" in out and "ms for 64" in out
+    assert "with TF Serving warmup requests" in out
+
+
+@pytest.mark.pipeline
+def test_every_warmup_request_replays_against_the_pushed_model(two_runs):
+    [version] = _folder(two_runs.output).versions()
+    model_dir = _folder(two_runs.output).version_dir(version)
+    predict = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    sizes = []
+    for record in tf.data.TFRecordDataset(str(model_dir / "assets.extra" / "tf_serving_warmup_requests")):
+        request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+        assert request.model_spec.name == MODEL
+        serialized = tf.make_ndarray(request.inputs["examples"])
+        rows = [tf.train.Example.FromString(s) for s in serialized]
+        assert all("species" not in r.features.feature and "island" in r.features.feature for r in rows)
+        outputs = predict(examples=tf.constant(serialized))
+        assert outputs["probabilities"].shape == (len(rows), 3)
+        assert tf.reduce_all(tf.math.is_finite(outputs["probabilities"]))
+        sizes.append(len(rows))
+    assert sorted(set(sizes)) == [1, 64]
+
+
+@pytest.mark.pipeline
+def test_models_config_serves_the_latest_version(two_runs):
+    folder = _folder(two_runs.output)
+    config = text_format.Parse(folder.config_path.read_text(), model_server_config_pb2.ModelServerConfig())
+    [entry] = config.model_config_list.config
+    assert entry.name == MODEL and entry.model_platform == "tensorflow"
+    assert entry.base_path == str(folder.model_dir)
+    assert entry.model_version_policy.latest.num_versions == 1
+    assert folder.served() == folder.versions()[-1]
+
+
+@pytest.mark.pipeline
+def test_tfxp_models_lists_the_pushed_version(two_runs):
+    result = run_tfxp("models", "--output", str(two_runs.output))
+    assert result.code == 0, result.stderr
+    [version] = _folder(two_runs.output).versions()
+    out = _flat(result.stdout)
+    assert str(version) in out and "accuracy" in out and re.search(r" [01]\.\d{4} ", out) and "no baseline" in out
+    assert "load " in out and "1 row" in out and "64 rows" in out
+    lines = result.stdout.splitlines()
+    row = next(i for i, line in enumerate(lines) if str(version) in line)
+    assert "complete" in lines[row] and "serving" in lines[row + 1]  # the on-disk cell, two lines high
+    assert f"TF Serving serves version {version} (the latest)" in out
+
+
+@pytest.mark.pipeline
+def test_a_rollback_pins_a_version_retention_keeps_it_and_clear_undoes_it(project):
+    config = project / "tfxp.toml"
+    config.write_text(config.read_text() + "\n[delivery]\nkeep_versions = 1\n")
+    output = project / "outputs"
+    args = ("--config", str(config), "--output", str(output))
+    first = run_tfxp("run", *args, *FAST_RUN_ARGS)
+    assert first.code == 0, first.stderr
+    folder = _folder(output)
+    [v1] = folder.versions()
+
+    alone = run_tfxp("rollback", *args)
+    assert alone.code == 2 and f"no complete version older than {v1}" in alone.stderr
+
+    pin = run_tfxp("rollback", *args, "--to", str(v1), "--reason", "hold v1 while we retrain")
+    assert pin.code == 0, pin.stderr
+    assert folder.pinned() == v1
+
+    second = run_tfxp("run", *args, *FAST_RUN_ARGS, "--no-cache")
+    assert second.code == 0, second.stderr
+    v2 = folder.versions()[-1]
+    assert folder.versions() == [v1, v2]  # keep_versions = 1, but v1 is pinned
+    assert folder.served() == v1
+    assert f"TF Serving serves version {v1} (pinned" in _flat(second.stdout)
+
+    listed = _flat(run_tfxp("models", *args).stdout)
+    assert f"TF Serving serves version {v1} (pinned" in listed
+    assert "hold v1 while we retrain" in listed
+
+    clear = run_tfxp("rollback", *args, "--clear", "--reason", "v2 looks fine")
+    assert clear.code == 0, clear.stderr
+    assert f"Serving the latest version again: {v2} (was {v1})" in _flat(clear.stdout)
+    assert folder.pinned() is None and folder.served() == v2
+
+    back = run_tfxp("rollback", *args, "--reason", "v2 misbehaves")
+    assert back.code == 0, back.stderr
+    assert folder.served() == v1
+
+    store = lineage.open_store(output)
+    history = registry.rollbacks(store)
+    assert [(r.action, r.from_version, r.to_version, r.reason) for r in history] == [
+        ("pin", v2, v1, "v2 misbehaves"),
+        ("clear", v1, v2, "v2 looks fine"),
+        ("pin", v1, v1, "hold v1 while we retrain"),
+    ]
+    assert all(r.user for r in history)
+    [latest] = [
+        e
+        for e in store.get_executions_by_type(registry.ROLLBACK)
+        if e.properties["reason"].string_value == "v2 misbehaves"
+    ]
+    linked = {
+        (event.type, store.get_artifacts_by_id([event.artifact_id])[0].custom_properties["pushed_version"].string_value)
+        for event in store.get_events_by_execution_ids([latest.id])
+    }
+    assert linked == {(metadata_store_pb2.Event.INPUT, str(v2)), (metadata_store_pb2.Event.OUTPUT, str(v1))}
+
+    before = folder.config_path.read_bytes()
+    missing = run_tfxp("rollback", *args, "--to", "123")
+    assert missing.code == 2 and "there is no version 123" in missing.stderr and "nothing changed" in missing.stderr
+    (folder.version_dir(v2) / "saved_model.pb").unlink()
+    corrupt = run_tfxp("rollback", *args, "--to", str(v2))
+    assert corrupt.code == 2 and f"version {v2}" in corrupt.stderr and "corrupt" in corrupt.stderr
+    assert folder.config_path.read_bytes() == before
+    assert "Traceback" not in missing.stderr + corrupt.stderr
+
+
+def test_models_and_rollback_without_runs_say_what_to_do(tmp_path):
+    for command in ("models", "rollback"):
+        result = run_tfxp(command, "--output", str(tmp_path))
+        assert result.code == 2
+        assert result.stderr.strip() == f"Error: no runs in {tmp_path}; run `tfxp run` first"
+
+
+def test_rollback_refuses_to_and_clear_together(tmp_path):
+    result = run_tfxp("rollback", "--output", str(tmp_path), "--to", "1", "--clear")
+    assert result.code == 2 and "--to and --clear" in result.stderr
