@@ -263,7 +263,16 @@ def run(
             f"{summary.unlabeled} row(s) have no value in the label '{escape(label.name)}'; they are left out."
         )
 
-    from pipeline import runner
+    from pipeline import runner, serving
+
+    folder = serving.ServingFolder(settings.paths.serving_root, settings.model_name)
+    try:
+        with folder.lock():
+            recovered = folder.recover()  # a cached Pusher would not run, and so not clean up
+    except serving.DeliveryError as error:
+        _fail(f"{error}\nNothing was run.", EXIT_BAD_INPUT)
+    for leftover in recovered:
+        console.print(f"Removed {leftover}, an unfinished push an interrupted run left in {folder.model_dir}.")
 
     log_path = None if verbose else runner.new_log_path(settings)
     with runner.terminal(log_path) as (out, err):

@@ -40,7 +40,9 @@ class RunReport:
 
     def replayed(self) -> RunReport:
         """The same summary for a rerun that reused every execution."""
-        return dataclasses.replace(self, states={node: "CACHED" for node in self.states})
+        return dataclasses.replace(
+            self, states={node: "CACHED" for node in self.states}, recovered=[], removed_versions=[]
+        )
 
 
 def _slice_name(slice_key) -> str:
@@ -123,7 +125,7 @@ def build_report(settings: Settings) -> RunReport:
     gate_key = evaluation.metric(settings.declarations.label.problem, settings.gate.metric).key
     if gate_key in slices.get("Overall", {}):  # for the registry, which lists versions without loading TFMA
         registry.record_gate(
-            store, blessing.id, settings.gate.metric, slices["Overall"][gate_key], changes.get(gate_key)
+            store, pushed_model.id, settings.gate.metric, slices["Overall"][gate_key], changes.get(gate_key)
         )
     folder = serving.ServingFolder(settings.paths.serving_root, settings.model_name)
     trained_on = [

@@ -1,5 +1,6 @@
 """Delivery through the whole pipeline: the servability check, warmup, models.config, `tfxp models` and `tfxp rollback`."""
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -7,11 +8,14 @@ import pytest
 import tensorflow as tf
 from google.protobuf import text_format
 from ml_metadata.proto import metadata_store_pb2
+from rich.console import Console
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from pipeline import lineage, nodes, registry, serving
+from pipeline import cli, config, lineage, nodes, registry, report, serving
+from pipeline import settings as settings_module
 from tests.conftest import FAST_RUN_ARGS, run_tfxp
+from tests.datasets import PROJECT_ROOT
 
 MODEL = "penguins"
 
@@ -166,3 +170,43 @@ def test_models_and_rollback_without_runs_say_what_to_do(tmp_path):
 def test_rollback_refuses_to_and_clear_together(tmp_path):
     result = run_tfxp("rollback", "--output", str(tmp_path), "--to", "1", "--clear")
     assert result.code == 2 and "--to and --clear" in result.stderr
+
+
+@pytest.mark.pipeline
+def test_a_run_removes_an_unfinished_push_and_says_so(finished_run):
+    leftover = _folder(finished_run).model_dir / f"{serving.PARTIAL}1795000000"
+    (leftover / "variables").mkdir(parents=True)  # what a push killed mid-copy leaves
+    result = run_tfxp("run", "--output", str(finished_run), *FAST_RUN_ARGS)
+    assert result.code == 0, result.stderr
+    assert f"Removed {leftover.name}, an unfinished push an interrupted run left in" in _flat(result.stdout)
+    assert not leftover.exists()
+    assert len(_folder(finished_run).versions()) == 1  # and nothing was pushed twice
+
+
+def test_a_model_tf_serving_cannot_call_ends_the_run_with_its_own_exit_code_and_reason():
+    summary = report.RunReport(
+        slices={"Overall": {"example_count": 104.0, "sparse_categorical_accuracy": 0.99}},
+        changes={},
+        blessed=True,
+        reasons=[],
+        pushed=False,
+        serving_model_dir=None,
+        trained_on=[],
+        states={nodes.PUSHER: "COMPLETE"},
+        servable=False,
+        servability="fails at call: InvalidArgumentError: ValueError: Could not find callback with key=pyfunc_0",
+        recovered=[],
+        removed_versions=[],
+        served_version=None,
+        pinned=False,
+    )
+    console = Console(record=True, width=200)
+    report.render(
+        summary, settings_module.resolve(config.load_project(PROJECT_ROOT / "tfxp.toml"), PROJECT_ROOT), console
+    )
+    out = _flat(console.export_text())
+    assert "Not servable: TF Serving would fail on this model; it fails at call: InvalidArgumentError" in out
+    assert "Not pushed;" in out and "untouched" in out
+    assert cli._exit_code(summary) == cli.EXIT_NOT_SERVABLE == 4
+    assert cli._exit_code(dataclasses.replace(summary, servable=True)) == cli.EXIT_OK
+    assert cli._exit_code(dataclasses.replace(summary, servable=True, blessed=False)) == cli.EXIT_NOT_BLESSED
