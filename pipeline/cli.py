@@ -31,6 +31,7 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_NOT_BLESSED = 3
 EXIT_NOT_SERVABLE = 4
+EXIT_AWAITING_APPROVAL = 5
 EXIT_INTERRUPTED = 130
 
 
@@ -305,7 +306,9 @@ def _exit_code(summary) -> int:
     """A model TF Serving could not load is the graver finding, then one that missed the gate."""
     if not summary.servable:
         return EXIT_NOT_SERVABLE
-    return EXIT_OK if summary.blessed else EXIT_NOT_BLESSED
+    if not summary.blessed:
+        return EXIT_NOT_BLESSED
+    return EXIT_AWAITING_APPROVAL if summary.awaiting_approval else EXIT_OK
 
 
 def _schema_feature(settings: settings_module.Settings, name: str):
@@ -496,3 +499,81 @@ def rollback(config_file, output, to_version, clear, reason):
     else:
         console.print(f"Pinned version {after} (was {before}) in {folder.config_path}.")
     console.print("A TF Serving started with --model_config_file_poll_wait_seconds picks this up without a restart.")
+
+
+@main.command()
+@_config_option
+@_output_option
+def pending(config_file, output):
+    """List the models awaiting approval, with their gate metric against the version serving now."""
+    from pipeline import lineage, registry
+
+    project, folder, store = _serving(config_file, output)
+    console = Console(highlight=False, soft_wrap=True)
+    decided = registry.decisions(store)
+    waiting = [held for model_id, held in sorted(registry.held_models(store).items()) if model_id not in decided]
+    served = folder.served()
+    serving_gate = registry.served_gate(store, served)
+    if not waiting:
+        console.print("No model is awaiting approval.")
+        return
+    table = Table(title="Models awaiting approval", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for heading in ("model", "trained", "gate metric (vs its baseline)", "servability (p50/p99)"):
+        table.add_column(heading)
+    for held in waiting:
+        figures = {k: lineage.custom_property(held.infra_blessing, k) or 0.0 for k in registry.FIGURES}
+        table.add_row(
+            str(held.model.id),
+            f"{registry.when(held.model.create_time_since_epoch):%Y-%m-%d %H:%M}",
+            escape(held.gate),
+            f"1 row {figures['p50_ms_batch_1']:.1f}/{figures['p99_ms_batch_1']:.1f} ms",
+        )
+    console.print(table)
+    if served is None:
+        console.print("Nothing serves yet.")
+    else:
+        console.print(f"Serving now: version {served}, {escape(serving_gate)}")
+    console.print("Decide with [bold]tfxp approve MODEL --note TEXT[/] or [bold]tfxp reject MODEL --note TEXT[/].")
+
+
+@main.command()
+@_config_option
+@_output_option
+@click.argument("model_id", metavar="MODEL", type=int)
+@click.option("--note", default="", help="Why; recorded in ML Metadata with your user name and the time.")
+@click.option("--force", is_flag=True, help="Push even if the model is older than the one serving now.")
+def approve(config_file, output, model_id, note, force):
+    """Approve a held model: push it to the serving folder and record who, when and why."""
+    from pipeline import approval, serving
+
+    project, folder, store = _serving(config_file, output)
+    try:
+        push = approval.approve(
+            store, project.model_name, folder, model_id, note, project.delivery.keep_versions, force
+        )
+    except (approval.ApprovalError, serving.DeliveryError) as error:
+        _fail(f"{error}; nothing was pushed", EXIT_BAD_INPUT)
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(f"Approved model {model_id}: pushed to {push.path}, with TF Serving warmup requests.")
+    if push.removed:
+        console.print(f"Retention removed version(s) {', '.join(map(str, push.removed))} (keep_versions).")
+    pinned = folder.pinned()
+    if pinned is not None:
+        console.print(f"Version {pinned} stays pinned; `tfxp rollback --clear` serves the latest.")
+
+
+@main.command()
+@_config_option
+@_output_option
+@click.argument("model_id", metavar="MODEL", type=int)
+@click.option("--note", required=True, help="Why; recorded in ML Metadata with your user name and the time.")
+def reject(config_file, output, model_id, note):
+    """Reject a held model: it can never be pushed; record who, when and why."""
+    from pipeline import approval
+
+    project, _, store = _serving(config_file, output)
+    try:
+        approval.reject(store, project.model_name, model_id, note)
+    except approval.ApprovalError as error:
+        _fail(f"{error}; nothing changed", EXIT_BAD_INPUT)
+    Console(highlight=False, soft_wrap=True).print(f"Rejected model {model_id}; it will not be pushed.")

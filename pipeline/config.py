@@ -94,6 +94,7 @@ class DeliveryConfig(_Section):
     """How pushed models are kept in the serving folder."""
 
     keep_versions: int = Field(5, ge=1)  # newest versions kept after a push; a pinned version is never removed
+    approval: Literal["auto", "manual"] = "auto"  # manual: a blessed model waits for `tfxp approve`
 
 
 class Project(_Section):

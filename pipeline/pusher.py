@@ -19,10 +19,14 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, path_utils, proto_utils
 
 from pipeline import serving
+from pipeline.approval import REJECTED_FILE
 
-KEEP_VERSIONS = "keep_versions"  # custom_config key: retention, from [delivery] keep_versions
+KEEP_VERSIONS = "keep_versions"  # custom_config keys: [delivery] keep_versions and approval
+APPROVAL = "approval"
+AWAITING_APPROVAL = "awaiting_approval"  # PushedModel property: blessed, servable, and held for a person
 RECOVERED = "recovered"  # PushedModel properties: unfinished pushes removed, and versions retention removed
 REMOVED_VERSIONS = "removed_versions"
+REUSED = "reused"  # the newest version already held these files: nothing was copied
 
 
 class Executor(tfx_pusher.Executor):
@@ -53,12 +57,19 @@ class Executor(tfx_pusher.Executor):
             pushed.set_string_custom_property(RECOVERED, ",".join(recovered))
             return
         model_path = Path(self.GetModelPath(input_dict))
-        push = folder.push(model_path, keep_versions=custom[KEEP_VERSIONS])
+        if (model_path.parent / REJECTED_FILE).exists() or custom.get(APPROVAL) == "manual":
+            # A person decides: `tfxp approve` pushes this same stamped model through ServingFolder.push.
+            self._MarkNotPushed(pushed)
+            pushed.set_int_custom_property(AWAITING_APPROVAL, int(not (model_path.parent / REJECTED_FILE).exists()))
+            return
+        # A changed [delivery] setting re-keys this component's cache, so it may run again on a model it pushed.
+        push = folder.push(model_path, keep_versions=custom[KEEP_VERSIONS], reuse_identical=True)
         # As stock TFX: a copy under the pipeline root too, the archive an audit can go back to.
         io_utils.copy_dir(str(model_path), pushed.uri)
         self._MarkPushed(pushed, pushed_destination=str(push.path), pushed_version=str(push.version))
         pushed.set_string_custom_property(RECOVERED, ",".join(push.recovered))
         pushed.set_string_custom_property(REMOVED_VERSIONS, ",".join(map(str, push.removed)))
+        pushed.set_int_custom_property(REUSED, int(push.reused))
 
 
 class Pusher(tfx.components.Pusher):

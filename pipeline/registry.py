@@ -44,7 +44,7 @@ class PushedVersion:
     on_disk: str  # "complete", "removed by retention", "missing", or "corrupt"
 
 
-def _when(milliseconds: int) -> datetime.datetime:
+def when(milliseconds: int) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(milliseconds / 1000)
 
 
@@ -118,7 +118,7 @@ def pushed_versions(store: metadata_store.MetadataStore, folder: serving.Serving
         found.append(
             PushedVersion(
                 version=version,
-                pushed_at=_when(artifact.create_time_since_epoch),
+                pushed_at=when(artifact.create_time_since_epoch),
                 span=lineage.custom_property(checked, "span") if checked else None,
                 examples=checked.uri if checked else "",
                 model_id=inputs["model"].id if "model" in inputs else 0,
@@ -197,7 +197,7 @@ def rollbacks(store: metadata_store.MetadataStore) -> list[Rollback]:
 
     return [
         Rollback(
-            at=_when(e.create_time_since_epoch),
+            at=when(e.create_time_since_epoch),
             action=e.properties["action"].string_value,
             from_version=number(e, "from_version"),
             to_version=number(e, "to_version"),
@@ -206,3 +206,144 @@ def rollbacks(store: metadata_store.MetadataStore) -> list[Rollback]:
         )
         for e in sorted(executions, key=lambda e: e.id, reverse=True)
     ]
+
+
+APPROVAL = "Approval"  # execution type of `tfxp approve` and `tfxp reject`: a person's decision on a model
+
+
+@dataclasses.dataclass
+class Decision:
+    """A person's approval or rejection of one model, as recorded in MLMD."""
+
+    model_id: int
+    decision: str  # "approved" or "rejected"
+    user: str
+    at: datetime.datetime
+    note: str
+    version: int | None  # what the approval pushed
+
+
+def decisions(store: metadata_store.MetadataStore) -> dict[int, Decision]:
+    """Every recorded decision, by model id."""
+    try:
+        executions = store.get_executions_by_type(APPROVAL)
+    except Exception:  # noqa: BLE001  (the type does not exist before the first decision)
+        return {}
+    found = {}
+    for execution in executions:
+        properties = execution.properties
+        found[properties["model_id"].int_value] = Decision(
+            model_id=properties["model_id"].int_value,
+            decision=properties["decision"].string_value,
+            user=properties["user"].string_value,
+            at=when(execution.create_time_since_epoch),
+            note=properties["note"].string_value,
+            version=properties["version"].int_value if "version" in properties else None,
+        )
+    return found
+
+
+@dataclasses.dataclass
+class Held:
+    """A blessed, servable model the Pusher held for a person's decision ([delivery] approval = "manual")."""
+
+    model: metadata_store_pb2.Artifact
+    held_by: metadata_store_pb2.Artifact  # the Pusher's PushedModel (pushed = 0, awaiting_approval = 1)
+    model_blessing: metadata_store_pb2.Artifact
+    infra_blessing: metadata_store_pb2.Artifact
+    gate: str
+
+
+def held_models(store: metadata_store.MetadataStore) -> dict[int, Held]:
+    """Every model a Pusher held for approval, by model id, decided or not."""
+    try:
+        artifacts = store.get_artifacts_by_type(PUSHED_MODEL)
+    except Exception:  # noqa: BLE001
+        return {}
+    found = {}
+    for artifact in artifacts:
+        if lineage.custom_property(artifact, "awaiting_approval") != 1:
+            continue
+        inputs = _inputs_of(store, artifact.id)
+        if {"model", "model_blessing", "infra_blessing"} <= set(inputs):
+            found[inputs["model"].id] = Held(
+                inputs["model"], artifact, inputs["model_blessing"], inputs["infra_blessing"], gate_text(artifact)
+            )
+    return found
+
+
+def pushed_version_models(store: metadata_store.MetadataStore) -> dict[int, int]:
+    """Version → the id of the model it was pushed from, for every pushed version."""
+    found = {}
+    for version, artifact in _pushed_by_version(store).items():
+        model = _inputs_of(store, artifact.id).get("model")
+        if model is not None:
+            found[version] = model.id
+    return found
+
+
+def served_gate(store: metadata_store.MetadataStore, version: int | None) -> str:
+    """The gate figures recorded for the version serving now."""
+    artifact = _pushed_by_version(store).get(version) if version is not None else None
+    return gate_text(artifact) if artifact is not None else "no gate figures recorded"
+
+
+def served_model_id(store: metadata_store.MetadataStore, version: int | None) -> int | None:
+    """The id of the model a version in the serving folder was pushed from."""
+    return pushed_version_models(store).get(version) if version is not None else None
+
+
+def _approval_type(store: metadata_store.MetadataStore) -> int:
+    kind = metadata_store_pb2.ExecutionType(name=APPROVAL)
+    for name in ("model_id", "version"):
+        kind.properties[name] = metadata_store_pb2.INT
+    for name in ("decision", "user", "note"):
+        kind.properties[name] = metadata_store_pb2.STRING
+    return store.put_execution_type(kind)
+
+
+def record_decision(
+    store: metadata_store.MetadataStore,
+    pipeline_name: str,
+    held: Held,
+    decision: str,
+    note: str,
+    push: serving.Push | None = None,
+) -> None:
+    """Records who decided what about a held model, when and why; an approval also records the version it pushed
+    as a PushedModel artifact, so the registry lists it like any other push."""
+    context = _pipeline_context(store, pipeline_name)
+    execution = metadata_store_pb2.Execution(type_id=_approval_type(store))
+    execution.last_known_state = metadata_store_pb2.Execution.COMPLETE
+    execution.properties["model_id"].int_value = held.model.id
+    execution.properties["decision"].string_value = decision
+    execution.properties["user"].string_value = getpass.getuser()
+    execution.properties["note"].string_value = note
+    links = [
+        (artifact, metadata_store_pb2.Event(type=metadata_store_pb2.Event.INPUT, path=_key(key)))
+        for key, artifact in (
+            ("model", held.model),
+            ("model_blessing", held.model_blessing),
+            ("infra_blessing", held.infra_blessing),
+        )
+    ]
+    if push is not None:
+        execution.properties["version"].int_value = push.version
+        pushed = metadata_store_pb2.Artifact(type_id=held.held_by.type_id, uri=str(push.path))
+        pushed.state = metadata_store_pb2.Artifact.LIVE
+        for name in (GATE_METRIC, GATE_VALUE, GATE_CHANGE):
+            if name in held.held_by.custom_properties:
+                pushed.custom_properties[name].CopyFrom(held.held_by.custom_properties[name])
+        pushed.custom_properties["pushed"].int_value = 1
+        pushed.custom_properties["pushed_version"].string_value = str(push.version)
+        pushed.custom_properties["pushed_destination"].string_value = str(push.path)
+        pushed.custom_properties["removed_versions"].string_value = ",".join(map(str, push.removed))
+        links.append(
+            (pushed, metadata_store_pb2.Event(type=metadata_store_pb2.Event.OUTPUT, path=_key("pushed_model")))
+        )
+    store.put_execution(execution, links, [context])
+
+
+def _key(name: str) -> metadata_store_pb2.Event.Path:
+    """An event path naming the input or output key, as TFX records them (lineage reads them back)."""
+    return metadata_store_pb2.Event.Path(steps=[metadata_store_pb2.Event.Path.Step(key=name)])

@@ -37,6 +37,9 @@ class RunReport:
     removed_versions: list[str]  # versions retention deleted after this push
     served_version: int | None  # what TF Serving serves now, per models.config
     pinned: bool  # whether a rollback pinned it
+    model_id: int  # the Trainer's Model artifact in MLMD: what `tfxp approve` names
+    awaiting_approval: bool  # [delivery] approval = "manual" held a blessed, servable model
+    reused: bool  # the push found these exact files already serving as the newest version
 
     def replayed(self) -> RunReport:
         """The same summary for a rerun that reused every execution."""
@@ -151,7 +154,13 @@ def build_report(settings: Settings) -> RunReport:
         removed_versions=[v for v in (lineage.custom_property(pushed_model, "removed_versions") or "").split(",") if v],
         served_version=folder.served(),
         pinned=folder.pinned() is not None,
+        model_id=model.id,
+        awaiting_approval=lineage.custom_property(pushed_model, "awaiting_approval") == 1,
+        reused=lineage.custom_property(pushed_model, "reused") == 1,
     )
+
+
+MANUAL_APPROVAL = escape('[delivery] approval = "manual"')  # literal brackets, not rich markup
 
 
 def render(report: RunReport, settings: Settings, console: Console) -> None:
@@ -194,13 +203,25 @@ def render(report: RunReport, settings: Settings, console: Console) -> None:
     for leftover in report.recovered:
         console.print(f"Removed {leftover}, an unfinished push an interrupted run left in the serving folder.")
     cached_push = report.states.get(nodes.PUSHER) == "CACHED"
-    if report.pushed and not cached_push:
+    if report.pushed and report.reused and not cached_push:
+        console.print(
+            f"Already in the serving folder with identical files: {report.serving_model_dir}; nothing copied."
+        )
+    elif report.pushed and not cached_push:
         console.print(f"[bold]Pushed[/] to {report.serving_model_dir}, with TF Serving warmup requests")
         if report.removed_versions:
             console.print(f"Retention removed version(s) {', '.join(report.removed_versions)} (keep_versions).")
     elif report.pushed:
         console.print(
             f"Nothing changed since the last run, so nothing new was pushed. Serving: {report.serving_model_dir}"
+        )
+    elif report.awaiting_approval:
+        console.print(
+            f"[bold yellow]Awaiting approval[/]: model {report.model_id} is blessed and servable; "
+            f"{settings.paths.serving_root / settings.model_name} is untouched until a person decides "
+            f"({MANUAL_APPROVAL}).\n"
+            f"  Approve: [bold]tfxp approve {report.model_id} --note TEXT[/]\n"
+            f"  Reject:  [bold]tfxp reject {report.model_id} --note TEXT[/]"
         )
     else:
         console.print(f"Not pushed; {settings.paths.serving_root / settings.model_name} is untouched.")

@@ -24,7 +24,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 from tfx.v1.dsl.components import InputArtifact, OutputArtifact, Parameter, component
 
-from pipeline import registry
+from pipeline import approval, registry, serving
 
 # Run by path in a clean interpreter, never imported here: it blocks imports of this project.
 PROBE_SCRIPT = Path(__file__).with_name("serving_probe.py")
@@ -158,4 +158,6 @@ def ServabilityCheck(  # noqa: N802
             blessing.set_float_custom_property(key, verdict[key])
     if "warmup_requests" in verdict:
         blessing.set_int_custom_property("warmup_requests", verdict["warmup_requests"])
+    # What was checked, byte for byte: `tfxp approve` refuses a stamped model that no longer matches.
+    blessing.set_string_custom_property(approval.MODEL_DIGEST, serving.saved_model_digest(Path(stamped)))
     Path(blessing.uri, BLESSED_FILE if servable else NOT_BLESSED_FILE).write_text(json.dumps(verdict, indent=1))

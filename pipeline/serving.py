@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
@@ -43,6 +44,7 @@ class Push:
     path: Path
     recovered: list[str]  # unfinished pushes left by a crash, removed first
     removed: list[int]  # versions retention deleted after the push
+    reused: bool = False  # the newest version already held these exact files, so nothing was copied
 
 
 def _fsync(path: Path) -> None:
@@ -69,6 +71,17 @@ def _copy_synced(source: str, target: str) -> str:
     except OSError as error:
         raise _WriteFailed(error) from error
     return target
+
+
+def saved_model_digest(folder: Path) -> str:
+    """SHA-256 over a SavedModel folder's relative file paths and contents: what approval compares."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,13 +196,20 @@ class ServingFolder:
             shutil.rmtree(path, ignore_errors=True)
         return [p.name for p in leftovers]
 
-    def push(self, saved_model: Path, keep_versions: int) -> Push:
-        """Publishes `saved_model` as a new version, then keeps the newest `keep_versions` (and any pinned one)."""
+    def push(self, saved_model: Path, keep_versions: int, reuse_identical: bool = False) -> Push:
+        """Publishes `saved_model` as a new version, then keeps the newest `keep_versions` (and any pinned one).
+
+        With `reuse_identical`, a model whose files equal the newest version's is not published again.
+        """
         if not (saved_model / SAVED_MODEL).is_file():
             raise DeliveryError(f"{saved_model} is not a SavedModel (no {SAVED_MODEL})")
         with self.lock():
             recovered = self.recover()
             existing = self.versions()
+            # A re-executed Pusher (a changed setting re-keys its cache) must not publish the same model twice.
+            if reuse_identical and existing and self.is_complete(existing[-1]):
+                if saved_model_digest(self.version_dir(existing[-1])) == saved_model_digest(saved_model):
+                    return Push(existing[-1], self.version_dir(existing[-1]), recovered, [], reused=True)
             # Unix time, as TFX's Pusher; never an existing number, and always above the newest.
             version = max([int(time.time()), *(v + 1 for v in existing)])
             target = self.version_dir(version)

@@ -191,7 +191,10 @@ def create_pipeline(
                 base_directory=str(paths.serving_root / settings.model_name)
             )
         ),
-        custom_config={pusher.KEEP_VERSIONS: settings.project.delivery.keep_versions},
+        custom_config={
+            pusher.KEEP_VERSIONS: settings.project.delivery.keep_versions,
+            pusher.APPROVAL: settings.project.delivery.approval,
+        },
     ).with_id(PUSHER)
 
     components = [

@@ -223,12 +223,24 @@ def test_the_pusher_pushes_nothing_unless_both_checks_blessed(blessed, infra_ble
 
 def test_retention_is_recorded_on_the_pushed_model(stamped, tmp_path):
     first = push_with(1, 1, stamped, tmp_path, keep_versions=1)
-    second = push_with(1, 1, stamped, tmp_path, keep_versions=1)
+    retrained = tmp_path / "infra2" / "stamped_model"
+    save(Scorer(lambda x: x * 3.0), retrained)
+    second = push_with(1, 1, retrained, tmp_path, keep_versions=1)
     folder = serving.ServingFolder(tmp_path / "serving", "scorer")
     assert folder.versions() == [int(second.get_string_custom_property("pushed_version"))]
     assert second.get_string_custom_property(pusher.REMOVED_VERSIONS) == first.get_string_custom_property(
         "pushed_version"
     )
+
+
+def test_a_re_executed_pusher_does_not_publish_the_same_model_twice(stamped, tmp_path):
+    # A changed [delivery] setting re-keys the Pusher's cache, so it runs again on the model it pushed.
+    first = push_with(1, 1, stamped, tmp_path)
+    again = push_with(1, 1, stamped, tmp_path)
+    folder = serving.ServingFolder(tmp_path / "serving", "scorer")
+    assert len(folder.versions()) == 1
+    assert again.get_string_custom_property("pushed_version") == first.get_string_custom_property("pushed_version")
+    assert again.get_int_custom_property(pusher.REUSED) == 1 and first.get_int_custom_property(pusher.REUSED) == 0
 
 
 def test_eval_rows_drop_the_label_and_keep_every_feature(tmp_path):
