@@ -43,6 +43,11 @@ DEFAULT_MAX_REGRESSION = 0.02  # how much worse than the last blessed model a ca
 EXAMPLE_COUNT = "example_count"
 
 
+def reported_metrics(problem: Problem) -> dict[str, str]:
+    """TFMA metric key → the short name the run summary and the model card show, for a problem type."""
+    return {EXAMPLE_COUNT: "examples", **{m.key: m.name for m in METRICS[problem]}}
+
+
 def metric(problem: Problem, name: str) -> Metric:
     """The named metric for a problem type, or a ValueError listing the ones that exist."""
     for candidate in METRICS[problem]:

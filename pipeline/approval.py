@@ -7,11 +7,13 @@ approval) the version it pushed; refusals leave the serving folder and the store
 
 from __future__ import annotations
 
+import datetime
+import getpass
 from pathlib import Path
 
 from ml_metadata.metadata_store import metadata_store
 
-from pipeline import lineage, registry, serving
+from pipeline import lineage, model_card, registry, serving
 
 MODEL_DIGEST = "model_digest"  # on the InfraBlessing: the stamped model's files when they were checked
 REJECTED_FILE = "REJECTED"  # next to the stamped model, for the Pusher, which cannot query MLMD
@@ -74,7 +76,12 @@ def approve(
             f"the files of model {model_id} changed since it was evaluated ({stamped}: digest "
             f"{(expected or 'none')[:12]} then, {actual[:12]} now); run `tfxp run --no-cache` to evaluate it again"
         )
-    push = folder.push(stamped, keep_versions)
+    card = None
+    if held.model_card is not None:
+        facts = model_card.read_facts(held.model_card.uri)
+        approved = model_card.personal_approval(getpass.getuser(), datetime.datetime.now(), note)
+        card = lambda version: model_card.render(facts, version, approved)  # noqa: E731
+    push = folder.push(stamped, keep_versions, extra_files=card)
     registry.record_decision(store, pipeline_name, held, "approved", note, push)
     return push
 

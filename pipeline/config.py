@@ -97,6 +97,14 @@ class DeliveryConfig(_Section):
     approval: Literal["auto", "manual"] = "auto"  # manual: a blessed model waits for `tfxp approve`
 
 
+class CardConfig(_Section):
+    """What only a person can write on the model card that travels with each pushed version."""
+
+    intended_use: str = ""
+    users: str = ""
+    limitations: str = ""
+
+
 class Project(_Section):
     """Everything one project's `tfxp.toml` says."""
 
@@ -110,6 +118,7 @@ class Project(_Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     training: TrainingConfig = TrainingConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    card: CardConfig = CardConfig()
 
 
 def _merge(raw: dict, overrides: dict[str, Any]) -> dict:

@@ -39,13 +39,21 @@ def describe_anomalies(by_split: dict[str, anomalies_pb2.Anomalies]) -> list[str
     return lines
 
 
-def empty_splits(statistics: types.Artifact) -> list[str]:
-    """Lines for splits with no examples, which TFDV's min_examples_count check passes over."""
-    lines = []
+def row_counts(statistics: types.Artifact) -> dict[str, int]:
+    """Examples per split, from StatisticsGen's TFDV statistics."""
+    counts = {}
     for split in artifact_utils.decode_split_names(statistics.split_names):
         path = os.path.join(artifact_utils.get_split_uri([statistics], split), STATISTICS_FILE)
         stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(io_utils.read_bytes_file(path))
-        if not any(dataset.num_examples for dataset in stats.datasets):
+        counts[split] = sum(dataset.num_examples for dataset in stats.datasets)
+    return counts
+
+
+def empty_splits(statistics: types.Artifact) -> list[str]:
+    """Lines for splits with no examples, which TFDV's min_examples_count check passes over."""
+    lines = []
+    for split, rows in row_counts(statistics).items():
+        if not rows:
             lines.append(
                 f"[{split}] whole dataset: no examples (the hash split put none of this batch's rows here; "
                 "add rows, or change [split] eval_fraction)"

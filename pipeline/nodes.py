@@ -13,6 +13,7 @@ TRAINER = "Trainer"
 BASELINE_RESOLVER = "BaselineModelResolver"
 EVALUATOR = "Evaluator"
 SERVABILITY_CHECK = "ServabilityCheck"
+MODEL_CARD_GENERATOR = "ModelCardGenerator"
 PUSHER = "Pusher"
 
 

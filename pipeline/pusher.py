@@ -13,13 +13,17 @@ from pathlib import Path
 
 from tfx import v1 as tfx
 from tfx.components.pusher import executor as tfx_pusher
-from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.base import base_component, executor_spec
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
+from tfx.types.component_spec import ChannelParameter
 from tfx.utils import io_utils, path_utils, proto_utils
 
-from pipeline import serving
+from pipeline import model_card, serving
 from pipeline.approval import REJECTED_FILE
+from pipeline.model_card_generator import ModelCard
+
+MODEL_CARD = "model_card"  # the extra input: ModelCardGenerator's facts, rendered into each pushed version
 
 KEEP_VERSIONS = "keep_versions"  # custom_config keys: [delivery] keep_versions and approval
 APPROVAL = "approval"
@@ -63,7 +67,14 @@ class Executor(tfx_pusher.Executor):
             pushed.set_int_custom_property(AWAITING_APPROVAL, int(not (model_path.parent / REJECTED_FILE).exists()))
             return
         # A changed [delivery] setting re-keys this component's cache, so it may run again on a model it pushed.
-        push = folder.push(model_path, keep_versions=custom[KEEP_VERSIONS], reuse_identical=True)
+        cards = input_dict.get(MODEL_CARD) or []
+        facts = model_card.read_facts(cards[0].uri) if cards else None
+        push = folder.push(
+            model_path,
+            keep_versions=custom[KEEP_VERSIONS],
+            reuse_identical=True,
+            extra_files=(lambda v: model_card.render(facts, v, model_card.automatic_approval())) if facts else None,
+        )
         # As stock TFX: a copy under the pipeline root too, the archive an audit can go back to.
         io_utils.copy_dir(str(model_path), pushed.uri)
         self._MarkPushed(pushed, pushed_destination=str(push.path), pushed_version=str(push.version))
@@ -72,7 +83,30 @@ class Executor(tfx_pusher.Executor):
         pushed.set_int_custom_property(REUSED, int(push.reused))
 
 
-class Pusher(tfx.components.Pusher):
-    """TFX's Pusher, same inputs, outputs and properties, running the atomic executor above."""
+class PusherSpec(standard_component_specs.PusherSpec):
+    """TFX's Pusher spec, plus the model card to publish with each version."""
 
+    INPUTS = {
+        **standard_component_specs.PusherSpec.INPUTS,
+        MODEL_CARD: ChannelParameter(type=ModelCard, optional=True),
+    }
+
+
+class Pusher(base_component.BaseComponent):
+    """TFX's Pusher (same inputs, outputs and properties) with a model card input, running the executor above."""
+
+    SPEC_CLASS = PusherSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(self, model, model_blessing, infra_blessing, model_card, push_destination, custom_config):
+        super().__init__(
+            spec=PusherSpec(
+                model=model,
+                model_blessing=model_blessing,
+                infra_blessing=infra_blessing,
+                model_card=model_card,
+                push_destination=push_destination,
+                custom_config=json.dumps(custom_config),
+                pushed_model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.PushedModel),
+            )
+        )

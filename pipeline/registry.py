@@ -252,6 +252,7 @@ class Held:
     model_blessing: metadata_store_pb2.Artifact
     infra_blessing: metadata_store_pb2.Artifact
     gate: str
+    model_card: metadata_store_pb2.Artifact | None  # ModelCardGenerator's facts, rendered into the version
 
 
 def held_models(store: metadata_store.MetadataStore) -> dict[int, Held]:
@@ -267,7 +268,12 @@ def held_models(store: metadata_store.MetadataStore) -> dict[int, Held]:
         inputs = _inputs_of(store, artifact.id)
         if {"model", "model_blessing", "infra_blessing"} <= set(inputs):
             found[inputs["model"].id] = Held(
-                inputs["model"], artifact, inputs["model_blessing"], inputs["infra_blessing"], gate_text(artifact)
+                inputs["model"],
+                artifact,
+                inputs["model_blessing"],
+                inputs["infra_blessing"],
+                gate_text(artifact),
+                inputs.get("model_card"),
             )
     return found
 

@@ -13,12 +13,6 @@ from pipeline import lineage, nodes, registry, serving
 from pipeline.settings import Settings
 
 
-def reported_metrics(settings: Settings) -> dict[str, str]:
-    """TFMA metric key → the short name the summary shows, for this project's problem type."""
-    metrics = evaluation.METRICS[settings.declarations.label.problem]
-    return {evaluation.EXAMPLE_COUNT: "examples", **{m.key: m.name for m in metrics}}
-
-
 @dataclasses.dataclass
 class RunReport:
     """What one run decided, read back from ML Metadata."""
@@ -121,7 +115,9 @@ def build_report(settings: Settings) -> RunReport:
     blessing = executions[nodes.EVALUATOR].output("blessing")
     pushed_model = executions[nodes.PUSHER].output("pushed_model")
     model = executions[nodes.TRAINER].output("model")
-    slices, changes = read_metrics(evaluation_artifact.uri, reported_metrics(settings))
+    slices, changes = read_metrics(
+        evaluation_artifact.uri, evaluation.reported_metrics(settings.declarations.label.problem)
+    )
     blessed = lineage.custom_property(blessing, "blessed") == 1
     pushed = lineage.custom_property(pushed_model, "pushed") == 1
     infra_blessing = executions[nodes.SERVABILITY_CHECK].output("blessing")
@@ -165,7 +161,7 @@ MANUAL_APPROVAL = escape('[delivery] approval = "manual"')  # literal brackets, 
 
 def render(report: RunReport, settings: Settings, console: Console) -> None:
     """Prints the summary a user reads at the end of `tfxp run`."""
-    reported = reported_metrics(settings)
+    reported = evaluation.reported_metrics(settings.declarations.label.problem)
     table = Table(title="Evaluation of the candidate model (eval split)", title_justify="left")
     table.add_column("slice")
     for name in reported.values():

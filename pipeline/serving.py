@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -73,10 +73,10 @@ def _copy_synced(source: str, target: str) -> str:
     return target
 
 
-def saved_model_digest(folder: Path) -> str:
-    """SHA-256 over a SavedModel folder's relative file paths and contents: what approval compares."""
+def saved_model_digest(folder: Path, skip: tuple[str, ...] = ()) -> str:
+    """SHA-256 over a SavedModel folder's relative file paths and contents (but `skip`): what approval compares."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and str(p.relative_to(folder)) not in skip):
         digest.update(str(path.relative_to(folder)).encode() + b"\0")
         with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
@@ -196,11 +196,20 @@ class ServingFolder:
             shutil.rmtree(path, ignore_errors=True)
         return [p.name for p in leftovers]
 
-    def push(self, saved_model: Path, keep_versions: int, reuse_identical: bool = False) -> Push:
+    def push(
+        self,
+        saved_model: Path,
+        keep_versions: int,
+        reuse_identical: bool = False,
+        extra_files: Callable[[int], dict[str, str]] | None = None,
+    ) -> Push:
         """Publishes `saved_model` as a new version, then keeps the newest `keep_versions` (and any pinned one).
 
-        With `reuse_identical`, a model whose files equal the newest version's is not published again.
+        `extra_files(version)` gives files (relative path → text) to publish inside the version, such as
+        its model card. With `reuse_identical`, a model whose other files equal the newest version's is not
+        published again.
         """
+        extras = extra_files or (lambda version: {})
         if not (saved_model / SAVED_MODEL).is_file():
             raise DeliveryError(f"{saved_model} is not a SavedModel (no {SAVED_MODEL})")
         with self.lock():
@@ -208,7 +217,9 @@ class ServingFolder:
             existing = self.versions()
             # A re-executed Pusher (a changed setting re-keys its cache) must not publish the same model twice.
             if reuse_identical and existing and self.is_complete(existing[-1]):
-                if saved_model_digest(self.version_dir(existing[-1])) == saved_model_digest(saved_model):
+                skip = tuple(extras(existing[-1]))
+                newest = self.version_dir(existing[-1])
+                if saved_model_digest(newest, skip) == saved_model_digest(saved_model, skip):
                     return Push(existing[-1], self.version_dir(existing[-1]), recovered, [], reused=True)
             # Unix time, as TFX's Pusher; never an existing number, and always above the newest.
             version = max([int(time.time()), *(v + 1 for v in existing)])
@@ -217,6 +228,10 @@ class ServingFolder:
             try:
                 self.model_dir.mkdir(parents=True, exist_ok=True)
                 shutil.copytree(saved_model, partial, copy_function=_copy_synced)
+                for relative, text in extras(version).items():
+                    (partial / relative).parent.mkdir(parents=True, exist_ok=True)
+                    (partial / relative).write_text(text, encoding="utf-8")
+                    _fsync(partial / relative)
                 for folder, _, _ in os.walk(partial, topdown=False):
                     _fsync(Path(folder))
                 os.rename(partial, target)

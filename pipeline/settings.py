@@ -64,6 +64,7 @@ class Settings:
     beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
     enable_cache: bool = True
     preprocessing_digest: str = ""  # of the code Transform runs: its cache key, so model-only edits reuse it
+    model_code_digest: str = ""  # of every module in models/: the code version a model card names
 
     @property
     def pipeline_name(self) -> str:
@@ -125,6 +126,7 @@ class Settings:
 # The code Transform runs, named without importing it (TensorFlow); its digest is Transform's cache key.
 PREPROCESSING_MODULES = ("models.preprocessing", "models.features", "models.encodings", "models.tensors")
 PREPROCESSING_FN = f"{PREPROCESSING_MODULES[0]}.preprocessing_fn"
+MODEL_MODULES = tuple(f"models.{path.stem}" for path in sorted(Path(features.__file__).parent.glob("*.py")))
 
 
 def source_digest(module_names: tuple[str, ...]) -> str:
@@ -256,4 +258,5 @@ def resolve(
         beam_args=tuple(beam_args) or DEFAULT_BEAM_ARGS,
         enable_cache=enable_cache,
         preprocessing_digest=source_digest(PREPROCESSING_MODULES),
+        model_code_digest=source_digest(MODEL_MODULES),
     )

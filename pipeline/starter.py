@@ -349,7 +349,7 @@ def _project_text(
     gate: StartingGate,
 ) -> str:
     """The starter tfxp.toml, with a comment on every setting; defaults are read from the config models."""
-    split, training = config.SplitConfig(), config.TrainingConfig()
+    split, training, delivery = config.SplitConfig(), config.TrainingConfig(), config.DeliveryConfig()
     lines = [
         "# tfxp project file, written by `tfxp init`. Review it, and schema/schema.pbtxt, then `tfxp run`.",
         f"model_name = {_toml_value(model_name)}  # serving path: <output>/serving/<model_name>/<version>/",
@@ -394,6 +394,15 @@ def _project_text(
         f"tuner = {_toml_value(training.tuner)}",
         f"tuner_trials = {_toml_value(training.tuner_trials)}",
         f"tuner_epochs = {_toml_value(training.tuner_epochs)}  # per trial",
+        "",
+        "[delivery]",
+        f"keep_versions = {_toml_value(delivery.keep_versions)}  # newest versions kept; a pinned one never goes",
+        f"approval = {_toml_value(delivery.approval)}  # auto | manual: a blessed model waits for `tfxp approve`",
+        "",
+        "[card]  # what only you can write on the model card shipped with each version; fill these in",
+        'intended_use = "TODO: what this model is for, and what decisions it may inform"',
+        'users = "TODO: who should use its predictions"',
+        'limitations = "TODO: where it should not be used: data it never saw, groups it serves worse"',
         "",
     ]
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
@@ -10,7 +11,7 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
 from models import budget, evaluation, features
-from pipeline import guards, pusher, servability, table_example_gen
+from pipeline import guards, model_card_generator, pusher, servability, table_example_gen
 from pipeline.config import TrainingConfig
 from pipeline.nodes import (
     ANOMALIES_GATE,
@@ -18,6 +19,7 @@ from pipeline.nodes import (
     EVALUATOR,
     EXAMPLE_GEN,
     EXAMPLE_VALIDATOR,
+    MODEL_CARD_GENERATOR,
     PUSHER,
     SCHEMA_GEN,
     SERVABILITY_CHECK,
@@ -82,6 +84,28 @@ def _budget(train: TrainingConfig, tuning: bool = False) -> budget.Budget:
         batch_size=train.batch_size or 0,
         steps=0 if tuning else train.train_steps or 0,
         eval_steps=train.eval_steps or 0,
+    )
+
+
+def _card_facts(settings: Settings) -> str:
+    """What the model card takes from the settings, as JSON: the rest it reads from the run's artifacts."""
+    problem = settings.declarations.label.problem
+    gate = settings.gate
+    return json.dumps(
+        {
+            "declarations": json.loads(settings.declarations.to_json()),
+            "gate": {
+                "metric": gate.metric,
+                "threshold": gate.threshold,
+                "max_regression": gate.max_regression,
+                "higher_is_better": evaluation.metric(problem, gate.metric).higher_is_better,
+            },
+            "card": settings.project.card.model_dump(),
+            "budget": json.loads(_budget(settings.project.training).to_json()),
+            "code_version": f"models/ digest {settings.model_code_digest}",
+            "reported": evaluation.reported_metrics(problem),
+        },
+        sort_keys=True,
     )
 
 
@@ -181,11 +205,25 @@ def create_pipeline(
     ).with_id(SERVABILITY_CHECK)
     servability_check.add_upstream_node(evaluator)  # after the gate, as the last check before a push
 
+    # The model card's facts, from this run's artifacts; the push renders them into the version folder.
+    card_generator = model_card_generator.ModelCardGenerator(
+        model=trainer.outputs["model"],
+        evaluation=evaluator.outputs["evaluation"],
+        model_blessing=evaluator.outputs["blessing"],
+        examples=example_gen.outputs["examples"],
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"],
+        hyperparameters=hyperparameters,
+        model_name=settings.model_name,
+        facts=_card_facts(settings),
+    ).with_id(MODEL_CARD_GENERATOR)
+
     # Publishes <serving_root>/<model_name>/<version>/ by atomic rename, only when both checks blessed it.
     model_pusher = pusher.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=servability_check.outputs["blessing"],
+        model_card=card_generator.outputs["card"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=str(paths.serving_root / settings.model_name)
@@ -209,6 +247,7 @@ def create_pipeline(
         baseline_resolver,
         evaluator,
         servability_check,
+        card_generator,
         model_pusher,
     ]
     return tfx.dsl.Pipeline(

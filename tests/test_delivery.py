@@ -12,7 +12,7 @@ from rich.console import Console
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from pipeline import cli, config, lineage, nodes, registry, report, serving
+from pipeline import cli, config, lineage, model_card, nodes, registry, report, serving
 from pipeline import settings as settings_module
 from tests.conftest import FAST_RUN_ARGS, run_tfxp
 from tests.datasets import PROJECT_ROOT
@@ -260,6 +260,8 @@ def test_manual_approval_holds_models_until_a_person_approves_or_rejects(project
     [version] = versions
     assert f"Approved model {newer}: pushed to {folder.version_dir(version)}" in _flat(approved.stdout)
     assert (folder.version_dir(version) / "assets.extra" / "tf_serving_warmup_requests").is_file()
+    card = (folder.version_dir(version) / "assets.extra" / "model_card.md").read_text()
+    assert "Approved by **" in card and "better on Dream" in card
 
     store = lineage.open_store(output)
     [decision] = store.get_executions_by_type(registry.APPROVAL)
@@ -285,3 +287,25 @@ def test_manual_approval_holds_models_until_a_person_approves_or_rejects(project
     assert "already rejected" in refused("approve", str(older), "--force")
     assert "already rejected" in refused("reject", str(older), "--note", "again")
     assert "No model is awaiting approval." in run_tfxp("pending", *args).stdout
+
+
+@pytest.mark.pipeline
+def test_the_pushed_version_carries_a_model_card_with_tfmas_numbers(two_runs):
+    import tensorflow_model_analysis as tfma
+
+    [version] = _folder(two_runs.output).versions()
+    extra = _folder(two_runs.output).version_dir(version) / "assets.extra"
+    card = (extra / "model_card.md").read_text()
+    page = (extra / "model_card.html").read_text()
+    assert f"# Model card: {MODEL}, version {version}" in card
+    assert "multiclass on `species` (classes: Adelie, Chinstrap, Gentoo)" in card
+    assert "Automatic" in card and "Rows per split: train " in card and "| island | vocabulary |" in card
+    run = _first_run(two_runs.output)
+    for metrics in tfma.load_metrics(run[nodes.EVALUATOR].output("evaluation").uri):
+        name = model_card.slice_name(metrics.slice_key)
+        values = {kv.key.name: kv.value.double_value.value for kv in metrics.metric_keys_and_values}
+        row = next(line for line in card.splitlines() if line.startswith(f"| {name} "))
+        assert f"| {int(values['example_count'])} | {values['sparse_categorical_accuracy']:.4f} |" in row, row
+    assert "**(worst)**" in card
+    assert "<table>" in page and "island=Biscoe" in page
+    assert not re.search(r"(src|href)=\"?https?:", page)  # opens offline

@@ -30,6 +30,7 @@ ALL_NODES = {
     nodes.BASELINE_RESOLVER,
     nodes.EVALUATOR,
     nodes.SERVABILITY_CHECK,
+    nodes.MODEL_CARD_GENERATOR,
     nodes.PUSHER,
 }
 

@@ -1,0 +1,216 @@
+"""The model card that travels with every pushed version, in `assets.extra/model_card.md` and `.html`.
+
+The `ModelCardGenerator` component gathers the card's facts from the run's own artifacts (ExampleGen's
+span and file fingerprint, TFDV's row counts, the schema, the Tuner's hyperparameters, TFMA's metrics
+per slice and the blessing) into `model_card.json`. Whoever pushes (the Pusher, or `tfxp approve`)
+adds the version and the approval record and renders it with Jinja2 and Markdown; nothing is typed
+twice. Only the intended use, users and limitations come from a person, in `[card]`.
+(model-card-toolkit 2.0 needs TFMA < 0.42, absl-py < 1.1 and jsonschema < 4, which the pinned stack
+does not have, so the card is written here from the same fields.)
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import jinja2
+import markdown
+
+CARD_JSON = "model_card.json"
+CARD_FILES = ("assets.extra/model_card.md", "assets.extra/model_card.html")  # inside each version folder
+
+_TEMPLATE = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, trim_blocks=True).from_string(
+    """# Model card: {{ name }}, version {{ version }}
+
+{{ intended_use }}
+
+| | |
+|---|---|
+| Problem | {{ problem }} on `{{ label }}`{% if classes %} (classes: {{ classes | join(", ") }}){% endif %} |
+| Intended users | {{ users }} |
+| Known limitations | {{ limitations }} |
+| Code | {{ code_version }} |
+| Pushed | {{ pushed_at }} |
+
+## Approval
+
+{{ approval }}
+
+## Data
+
+- Span {{ span }}; files: `{{ files }}`
+- Rows per split: {% for split, rows in row_counts.items() %}{{ split }} {{ rows }}{% if not loop.last %}, {% endif %}{% endfor %}
+
+- Schema digest (SHA-256): `{{ schema_digest }}`
+
+## Features
+
+| feature | encoding |
+|---|---|
+{% for feature in features %}| {{ feature.name }} | {{ feature.encoding }}{% if feature.optional %} (may be missing){% endif %} |
+{% endfor %}
+
+## Training
+
+- Hyperparameters: {% for key, value in hyperparameters.items() %}{{ key }} = {{ value }}{% if not loop.last %}, {% endif %}{% else %}defaults (no Tuner){% endfor %}
+
+- Budget (0: sized to the table): {% for key, value in budget.items() %}{{ key }} = {{ value }}{% if not loop.last %}, {% endif %}{% endfor %}
+
+
+## Evaluation (eval split)
+
+The gate: {{ gate.metric }} {{ "≥" if gate.higher_is_better else "≤" }} {{ gate.threshold }}, and no more than
+{{ gate.max_regression }} worse than the last blessed model. {{ verdict }}
+
+{% if changes %}
+Against the baseline model: {% for key, value in changes.items() %}{{ key }} {{ "%+.4f" | format(value) }}{% if not loop.last %}, {% endif %}{% endfor %}.
+
+{% endif %}
+| slice |{% for name in metric_names %} {{ name }} |{% endfor %}
+
+|---|{% for name in metric_names %}---:|{% endfor %}
+
+{% for slice, values in slices.items() %}
+| {{ slice }}{% if slice == worst_slice %} **(worst)**{% endif %} |{% for name in metric_names %} {{ values[name] if name == "examples" else "%.4f" | format(values[name]) if name in values else "" }} |{% endfor %}
+
+{% endfor %}
+
+{% if worst_slice %}The worst slice by {{ gate.metric }} is **{{ worst_slice }}**.{% endif %}
+"""
+)
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font: 15px/1.5 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }}
+table {{ border-collapse: collapse; margin: 1rem 0; }}
+th, td {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: left; }}
+td:not(:first-child) {{ font-variant-numeric: tabular-nums; }}
+code {{ background: #f4f4f4; padding: 0 .2rem; }}
+</style></head><body>
+{body}
+</body></html>
+"""
+
+
+def slice_name(slice_key) -> str:
+    """'Overall' or 'feature=value' for a TFMA SliceKey proto."""
+    parts = []
+    for key in slice_key.single_slice_keys:
+        value = getattr(key, key.WhichOneof("kind"))
+        parts.append(f"{key.column}={value.decode() if isinstance(value, bytes) else value}")
+    return ", ".join(parts) or "Overall"
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 of one file."""
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def render(facts: dict, version: int, approval: str) -> dict[str, str]:
+    """The card's files, by their path inside a version folder."""
+    text = _TEMPLATE.render(
+        **facts, version=version, approval=approval, pushed_at=f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}"
+    )
+    page = _PAGE.format(
+        title=f"Model card: {facts['name']} {version}", body=markdown.markdown(text, extensions=["tables"])
+    )
+    return {CARD_FILES[0]: text, CARD_FILES[1]: page}
+
+
+def read_facts(card_uri: str) -> dict:
+    """The facts a ModelCardGenerator execution gathered."""
+    with open(os.path.join(card_uri, CARD_JSON), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def automatic_approval() -> str:
+    """The approval record of a model the pipeline pushed by itself."""
+    return 'Automatic (`[delivery] approval = "auto"`): blessed by the Evaluator\'s gate and the servability check.'
+
+
+def personal_approval(user: str, at: datetime.datetime, note: str) -> str:
+    """The approval record of a model a person approved with `tfxp approve`."""
+    return f"Approved by **{user}** at {at:%Y-%m-%d %H:%M:%S}: {note or '(no note)'}"
+
+
+def gather(
+    model_name: str,
+    declarations: dict,
+    gate: dict,
+    card_text: dict,
+    budget: dict,
+    code_version: str,
+    evaluation_uri: str,
+    blessed: bool,
+    examples,
+    statistics,
+    schema_uri: str,
+    hyperparameters_uri: str | None,
+    reported: dict[str, str],
+) -> dict:
+    """Everything the card says except the version and the approval, from the run's artifacts."""
+    import tensorflow_model_analysis as tfma
+
+    from pipeline import guards
+
+    slices: dict[str, dict[str, float]] = {}
+    changes: dict[str, float] = {}
+    for metrics in tfma.load_metrics(evaluation_uri):
+        name = slice_name(metrics.slice_key)
+        for kv in metrics.metric_keys_and_values:
+            key = kv.key
+            if key.model_name == "baseline" or not kv.value.HasField("double_value"):
+                continue
+            shown = reported.get(key.name, key.name)
+            if key.is_diff:
+                if name == "Overall":
+                    changes[shown] = kv.value.double_value.value
+            else:
+                value = kv.value.double_value.value
+                slices.setdefault(name, {})[shown] = int(value) if shown == "examples" else value
+    ordered = dict(sorted(slices.items(), key=lambda item: (item[0] != "Overall", item[0])))
+    metric = gate["metric"]
+    candidates = {n: v[metric] for n, v in ordered.items() if n != "Overall" and metric in v}
+    worst = (min if gate["higher_is_better"] else max)(candidates, key=candidates.get) if candidates else ""
+    hyperparameters = {}
+    if hyperparameters_uri:
+        with open(os.path.join(hyperparameters_uri, "best_hyperparameters.txt"), encoding="utf-8") as handle:
+            hyperparameters = json.load(handle).get("values", {})
+    names = ["examples", *(n for n in reported.values() if n != "examples")]
+    extra = sorted({k for v in ordered.values() for k in v} - set(names))  # e.g. fairness rates, when computed
+    placeholder = "(not written yet: set it under [card] in tfxp.toml)"
+    label = declarations["label"]
+    return {
+        "name": model_name,
+        "problem": label["problem"],
+        "label": label["name"],
+        "classes": list(label["classes"]),
+        "intended_use": card_text.get("intended_use") or f"Intended use {placeholder}",
+        "users": card_text.get("users") or placeholder,
+        "limitations": card_text.get("limitations") or placeholder,
+        "code_version": code_version,
+        "span": examples.get_int_custom_property("span"),
+        "files": examples.get_string_custom_property("input_fingerprint"),
+        "row_counts": guards.row_counts(statistics),
+        "schema_digest": file_digest(os.path.join(schema_uri, "schema.pbtxt")),
+        "features": declarations["features"],
+        "hyperparameters": hyperparameters,
+        "budget": budget,
+        "gate": gate,
+        "verdict": "Blessed." if blessed else "Not blessed.",
+        "changes": changes,
+        "metric_names": names + extra,
+        "slices": ordered,
+        "worst_slice": worst,
+    }
+
+
+def write_facts(facts: dict, card_uri: str) -> None:
+    Path(card_uri).mkdir(parents=True, exist_ok=True)
+    Path(card_uri, CARD_JSON).write_text(json.dumps(facts, indent=1, default=str), encoding="utf-8")
