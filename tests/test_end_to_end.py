@@ -250,7 +250,10 @@ def test_unwritable_output_folder_is_one_clear_error(tmp_path):
 def test_every_command_has_help():
     for args in (
         ["--help"],
-        *([command, "--help"] for command in ("init", "run", "tensorboard", "models", "rollback")),
+        *(
+            [command, "--help"]
+            for command in ("init", "run", "tensorboard", "models", "rollback", "pending", "approve", "reject")
+        ),
     ):
         result = run_tfxp(*args)
         assert result.code == 0
