@@ -28,7 +28,7 @@ _TEMPLATE = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=Fals
 
 {{ intended_use }}
 
-| | |
+| Model | {{ name }}, version {{ version }} |
 |---|---|
 | Problem | {{ problem }} on `{{ label }}`{% if classes %} (classes: {{ classes | join(", ") }}){% endif %} |
 | Intended users | {{ users }} |
@@ -42,7 +42,7 @@ _TEMPLATE = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=Fals
 
 ## Data
 
-- Span {{ span }}; files: `{{ files }}`
+- Span {{ span }}: {{ files }} (ExampleGen's fingerprint: `{{ fingerprint }}`)
 - Rows per split: {% for split, rows in row_counts.items() %}{{ split }} {{ rows }}{% if not loop.last %}, {% endif %}{% endfor %}
 
 - Schema digest (SHA-256): `{{ schema_digest }}`
@@ -146,6 +146,7 @@ def gather(
     card_text: dict,
     budget: dict,
     code_version: str,
+    files: list[str],
     evaluation_uri: str,
     blessed: bool,
     examples,
@@ -196,7 +197,8 @@ def gather(
         "limitations": card_text.get("limitations") or placeholder,
         "code_version": code_version,
         "span": examples.get_int_custom_property("span"),
-        "files": examples.get_string_custom_property("input_fingerprint"),
+        "files": ", ".join(files),
+        "fingerprint": examples.get_string_custom_property("input_fingerprint"),
         "row_counts": guards.row_counts(statistics),
         "schema_digest": file_digest(os.path.join(schema_uri, "schema.pbtxt")),
         "features": declarations["features"],

@@ -37,6 +37,7 @@ def ModelCardGenerator(  # noqa: N802
         card_text=given["card"],
         budget=given["budget"],
         code_version=given["code_version"],
+        files=given["files"],
         evaluation_uri=evaluation.uri,
         blessed=model_blessing.get_int_custom_property("blessed") == 1,
         examples=examples,

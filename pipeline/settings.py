@@ -65,6 +65,7 @@ class Settings:
     enable_cache: bool = True
     preprocessing_digest: str = ""  # of the code Transform runs: its cache key, so model-only edits reuse it
     model_code_digest: str = ""  # of every module in models/: the code version a model card names
+    data_files: tuple[str, ...] = ()  # what this run reads, relative to the data folder: the model card lists them
 
     @property
     def pipeline_name(self) -> str:
@@ -246,6 +247,7 @@ def resolve(
     except ValueError as error:
         raise ConfigError(f"{paths.schema_file}: {error}") from None
     gate = _gate(project, declarations.label.problem)
+    input_folder = data / f"span-{span}" if span is not None else data
     _check_writable(paths.output_root)
     return Settings(
         project=project,
@@ -259,4 +261,7 @@ def resolve(
         enable_cache=enable_cache,
         preprocessing_digest=source_digest(PREPROCESSING_MODULES),
         model_code_digest=source_digest(MODEL_MODULES),
+        data_files=tuple(
+            sorted(str(p.relative_to(data)) for p in input_folder.glob(project.data.file_pattern) if p.is_file())
+        ),
     )

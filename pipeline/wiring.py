@@ -101,6 +101,7 @@ def _card_facts(settings: Settings) -> str:
                 "higher_is_better": evaluation.metric(problem, gate.metric).higher_is_better,
             },
             "card": settings.project.card.model_dump(),
+            "files": list(settings.data_files),
             "budget": json.loads(_budget(settings.project.training).to_json()),
             "code_version": f"models/ digest {settings.model_code_digest}",
             "reported": evaluation.reported_metrics(problem),
