@@ -15,7 +15,7 @@ from pipeline.settings import Settings
 
 def reported_metrics(settings: Settings) -> dict[str, str]:
     """TFMA metric key → the short name the summary shows, for this project's problem type."""
-    metrics = evaluation.METRICS[settings.declarations.label.problem]
+    metrics = evaluation.reported(settings.declarations.label.problem)
     return {evaluation.EXAMPLE_COUNT: "examples", **{m.key: m.name for m in metrics}}
 
 
@@ -61,6 +61,8 @@ def read_metrics(evaluation_uri: str, reported: dict[str, str]) -> tuple[dict[st
     slices: dict[str, dict[str, float]] = {}
     changes: dict[str, float] = {}
     for metrics in tfma.load_metrics(evaluation_uri):
+        if metrics.HasField("cross_slice_key"):
+            continue  # a slice compared with the overall one (the fairness gate); its failures say what matters
         name = _slice_name(metrics.slice_key)
         for kv in metrics.metric_keys_and_values:
             key = kv.key
@@ -77,14 +79,18 @@ def read_metrics(evaluation_uri: str, reported: dict[str, str]) -> tuple[dict[st
 METRIC_NAMES = {m.key: m.name for metrics in evaluation.METRICS.values() for m in metrics}  # TFMA key → project name
 
 
-def failed_thresholds(evaluation_uri: str) -> list[str]:
-    """One line per metric threshold the candidate missed, from TFMA's validation result."""
+def failed_thresholds(evaluation_uri: str, slices: dict[str, dict[str, float]], settings: Settings) -> list[str]:
+    """One line per metric threshold the candidate missed, from TFMA's validation result; a slice too far behind
+    the overall value is named with its value, the overall value and its size, read from `slices`."""
     import tensorflow_model_analysis as tfma
 
     result = tfma.load_validation_result(evaluation_uri)
     reasons = []
     for per_slice in result.metric_validations_per_slice:
         for failure in per_slice.failures:
+            if per_slice.HasField("cross_slice_key"):
+                reasons.append(_slice_gap_reason(per_slice.cross_slice_key, failure, slices, settings))
+                continue
             key = failure.metric_key
             name = METRIC_NAMES.get(key.name, key.name)
             what = f"change in {name} vs baseline" if key.is_diff else name
@@ -92,9 +98,31 @@ def failed_thresholds(evaluation_uri: str) -> list[str]:
                 f"{_slice_name(per_slice.slice_key)}: {what} = {failure.metric_value.double_value.value:.4f} "
                 f"misses {_threshold_text(failure.metric_threshold)}"
             )
+    if result.missing_cross_slices:
+        reasons.append(
+            "TFMA recorded no check of the slices against the overall value (max_slice_gap): the fairness gate "
+            "needs the Evaluator's own process to run TFMA's validation, as Beam's in_memory direct runner (the "
+            "default) does; see pipeline/evaluator.py"
+        )
     if not reasons and not result.validation_ok:
         reasons.append("TFMA validation failed; see the Evaluator's validations file")
     return reasons
+
+
+def _slice_gap_reason(cross_slice_key, failure, slices: dict[str, dict[str, float]], settings: Settings) -> str:
+    """'sex=male: auc = 0.61 against 0.83 overall (120 examples), ...' for a slice the fairness gate stopped."""
+    gate = settings.gate
+    key = evaluation.metric(settings.declarations.label.problem, gate.metric).key
+    name = _slice_name(cross_slice_key.comparison_slice_key)
+    values, overall = slices.get(name, {}), slices.get("Overall", {})
+    if failure.message:  # TFMA could not compare: "Metric not found."
+        return f"{name}: no {gate.metric} to compare with the overall value ({failure.message.strip()})"
+    count = values.get(evaluation.EXAMPLE_COUNT, float("nan"))
+    return (
+        f"{name}: {gate.metric} = {values.get(key, float('nan')):.4f} against {overall.get(key, float('nan')):.4f} "
+        f"overall ({count:.0f} examples), {failure.metric_value.double_value.value:.4f} worse, more than "
+        f"max_slice_gap = {gate.max_slice_gap:g}"
+    )
 
 
 def _threshold_text(threshold) -> str:
@@ -140,7 +168,7 @@ def build_report(settings: Settings) -> RunReport:
         slices=slices,
         changes=changes,
         blessed=blessed,
-        reasons=[] if blessed else failed_thresholds(evaluation_artifact.uri),
+        reasons=[] if blessed else failed_thresholds(evaluation_artifact.uri, slices, settings),
         pushed=pushed,
         serving_model_dir=lineage.custom_property(pushed_model, "pushed_destination") if pushed else None,
         trained_on=sorted(trained_on),

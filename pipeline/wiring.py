@@ -10,7 +10,7 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
 from models import budget, evaluation, features
-from pipeline import guards, pusher, servability, table_example_gen
+from pipeline import evaluator, guards, pusher, servability, table_example_gen
 from pipeline.config import TrainingConfig
 from pipeline.nodes import (
     ANOMALIES_GATE,
@@ -162,8 +162,9 @@ def create_pipeline(
         candidate=trainer.outputs["model"],
     ).with_id(BASELINE_RESOLVER)
 
-    # TFMA: the gate metric's bound, no regression against the baseline, per configured slice.
-    evaluator = tfx.components.Evaluator(
+    # TFMA: the gate metric's bound, no regression against the baseline, per configured slice, and with
+    # max_slice_gap no large enough slice too far behind overall (pipeline/evaluator.py: TFMA's cross-slice fix).
+    model_evaluator = evaluator.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline_resolver.outputs["model"],
@@ -179,12 +180,12 @@ def create_pipeline(
         model_name=settings.model_name,
         code_digest=servability.code_digest(),
     ).with_id(SERVABILITY_CHECK)
-    servability_check.add_upstream_node(evaluator)  # after the gate, as the last check before a push
+    servability_check.add_upstream_node(model_evaluator)  # after the gate, as the last check before a push
 
     # Publishes <serving_root>/<model_name>/<version>/ by atomic rename, only when both checks blessed it.
     model_pusher = pusher.Pusher(
         model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
+        model_blessing=model_evaluator.outputs["blessing"],
         infra_blessing=servability_check.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
@@ -204,7 +205,7 @@ def create_pipeline(
         *([tuner] if tuner else []),
         trainer,
         baseline_resolver,
-        evaluator,
+        model_evaluator,
         servability_check,
         model_pusher,
     ]
