@@ -125,6 +125,22 @@ def _slice_gap_reason(cross_slice_key, failure, slices: dict[str, dict[str, floa
     )
 
 
+def worst_slice(slices: dict[str, dict[str, float]], settings: Settings) -> str | None:
+    """The slice of at least `min_slice_size` examples furthest behind the overall value of the gate metric, or
+    None when none is behind it."""
+    gate = evaluation.metric(settings.declarations.label.problem, settings.gate.metric)
+    overall = slices.get("Overall", {}).get(gate.key, float("nan"))
+    behind = {
+        name: evaluation.gap(overall, values[gate.key], gate.higher_is_better)
+        for name, values in sorted(slices.items())  # ties go to the first name
+        if name != "Overall"
+        and values.get(evaluation.EXAMPLE_COUNT, 0) >= settings.gate.min_slice_size
+        and gate.key in values
+    }
+    behind = {name: gap for name, gap in behind.items() if gap > 0}  # NaN is never behind
+    return max(behind, key=behind.get) if behind else None
+
+
 def _threshold_text(threshold) -> str:
     """'≥ 0.8' style text for a TFMA MetricThreshold."""
     if threshold.HasField("change_threshold"):
@@ -182,23 +198,60 @@ def build_report(settings: Settings) -> RunReport:
     )
 
 
+def _note(slice_name: str, values: dict[str, float], worst: str | None, settings: Settings) -> str:
+    """The table's last column: the worst slice, and the slices too small for the fairness gate to judge."""
+    if slice_name == "Overall":
+        return ""
+    if slice_name == worst:
+        return "◀ worst"
+    if values.get(evaluation.EXAMPLE_COUNT, 0) < settings.gate.min_slice_size:
+        return f"< {settings.gate.min_slice_size} examples"
+    return ""
+
+
+def _fairness_line(slices: dict[str, dict[str, float]], worst: str | None, settings: Settings) -> str:
+    """What the fairness gate asks, and where the worst slice stands (plain text: the caller escapes it)."""
+    gate = settings.gate
+    key = evaluation.metric(settings.declarations.label.problem, gate.metric).key
+    if gate.max_slice_gap is None:
+        rule = "No fairness gate ([evaluation] max_slice_gap is not set)."
+    else:
+        rule = (
+            f"Fairness gate: no slice of {gate.min_slice_size} or more examples may be more than "
+            f"{gate.max_slice_gap:g} worse than overall in {gate.metric}."
+        )
+    if worst is None:
+        return f"{rule} No slice of {gate.min_slice_size} or more examples is behind overall in {gate.metric}."
+    values, overall = slices[worst], slices.get("Overall", {})
+    return (
+        f"{rule} Worst slice: {worst}, {gate.metric} {values[key]:.4f} against {overall.get(key, float('nan')):.4f} "
+        f"overall ({values.get(evaluation.EXAMPLE_COUNT, 0):.0f} examples)."
+    )
+
+
 def render(report: RunReport, settings: Settings, console: Console) -> None:
     """Prints the summary a user reads at the end of `tfxp run`."""
     reported = reported_metrics(settings)
+    worst = worst_slice(report.slices, settings)
     table = Table(title="Evaluation of the candidate model (eval split)", title_justify="left")
     table.add_column("slice")
     for name in reported.values():
         table.add_column(name, justify="right")
+    sliced = len(report.slices) > 1
+    if sliced:
+        table.add_column("note")
     for slice_name in sorted(report.slices, key=lambda n: (n != "Overall", n)):
         values = report.slices[slice_name]
-        table.add_row(
-            escape(slice_name),
-            *(
-                f"{values[key]:.0f}" if key == evaluation.EXAMPLE_COUNT else f"{values.get(key, float('nan')):.4f}"
-                for key in reported
-            ),
-        )
+        cells = [
+            f"{values[key]:.0f}" if key == evaluation.EXAMPLE_COUNT else f"{values.get(key, float('nan')):.4f}"
+            for key in reported
+        ]
+        if sliced:
+            cells.append(_note(slice_name, values, worst, settings))
+        table.add_row(escape(slice_name), *cells)
     console.print(table)
+    if sliced:
+        console.print(escape(_fairness_line(report.slices, worst, settings)))
     if report.changes:
         deltas = ", ".join(
             f"{reported[k]} {v:+.4f}" for k, v in report.changes.items() if k != evaluation.EXAMPLE_COUNT

@@ -1,7 +1,8 @@
-"""The fairness gate across slices: its settings, the TFMA config it becomes, and TFMA judging with it.
+"""The fairness gate across slices: its settings, the TFMA config it becomes, TFMA judging with it, and the summary.
 
 TFMA is run here on a table of labels and predictions (`tfma.analyze_raw_data`), no model: the same EvalConfig,
-metrics, cross-slice threshold and validator as the Evaluator's, in seconds.
+metrics, cross-slice threshold and validator as the Evaluator's, in seconds. `test_own_data.py` runs the whole
+pipeline on a table with one branch far behind the rest.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from ml_metadata.proto import metadata_store_pb2
+from rich.console import Console
 
 from models import evaluation
 from models.features import Problem
@@ -299,3 +301,98 @@ def test_tfma_passes_a_model_within_the_gap_but_only_with_its_cross_slice_bookke
     assert "fairness gate needs the Evaluator's own process" in " ".join(
         report.failed_thresholds(str(tmp_path / "stock"), {}, generous)
     )
+
+
+# ---------------------------------------------------------------- what a user sees
+
+
+def _summary(slices: dict, blessed: bool = True, reasons: list[str] | None = None) -> report.RunReport:
+    return report.RunReport(
+        slices=slices,
+        changes={},
+        blessed=blessed,
+        reasons=reasons or [],
+        pushed=False,
+        serving_model_dir=None,
+        trained_on=[],
+        states={nodes.PUSHER: "COMPLETE"},
+        servable=True,
+        servability="loads in 0.1 s",
+        recovered=[],
+        removed_versions=[],
+        served_version=None,
+        pinned=False,
+    )
+
+
+def _row(values: dict[str, float]) -> dict[str, float]:
+    return {"example_count": values["n"], "auc": values["auc"], "fpr": values["fpr"], "fnr": values["fnr"]}
+
+
+SLICES = {
+    "Overall": _row({"n": 300, "auc": 0.85, "fpr": 0.21, "fnr": 0.14}),
+    "island=Biscoe": _row({"n": 150, "auc": 0.95, "fpr": 0.05, "fnr": 0.06}),
+    "island=Dream": _row({"n": 120, "auc": 0.61, "fpr": 0.48, "fnr": 0.22}),
+    "island=[Torgersen]": _row({"n": 30, "auc": 0.72, "fpr": 0.30, "fnr": 0.25}),
+    "island=Tiny": _row({"n": 12, "auc": 0.40, "fpr": 0.70, "fnr": 0.50}),
+}
+
+
+def _rendered(summary: report.RunReport, resolved: settings.Settings) -> list[str]:
+    console = Console(record=True, width=200)
+    report.render(summary, resolved, console)
+    return [" ".join(line.replace("│", " ").split()) for line in console.export_text().splitlines()]
+
+
+def test_the_summary_marks_the_worst_large_slice_and_shows_error_rates(binary):
+    lines = _rendered(_summary(SLICES), binary)
+    assert "slice examples auc accuracy log_loss fpr fnr note" in [
+        " ".join(line.replace("┃", " ").split()) for line in lines
+    ]
+    assert "island=Dream 120 0.6100 nan nan 0.4800 0.2200 ◀ worst" in lines
+    assert "island=Tiny 12 0.4000 nan nan 0.7000 0.5000 < 30 examples" in lines  # worse, but too small to judge
+    assert "island=[Torgersen] 30 0.7200 nan nan 0.3000 0.2500" in lines  # literal brackets survive rich
+    assert (
+        "Fairness gate: no slice of 30 or more examples may be more than 0.1 worse than overall in auc. "
+        "Worst slice: island=Dream, auc 0.6100 against 0.8500 overall (120 examples)."
+    ) in " ".join(lines)
+
+
+def test_without_the_gate_the_summary_still_names_the_worst_slice(project):
+    off = _settings(project, BINARY)
+    flat = " ".join(_rendered(_summary(SLICES), off))
+    assert "No fairness gate ([evaluation] max_slice_gap is not set). Worst slice: island=Dream" in flat
+
+
+def test_no_slice_is_marked_worst_when_none_is_behind_overall(project):
+    off = _settings(project, BINARY)
+    level = {name: {**values, "auc": 0.85} for name, values in SLICES.items()}  # penguins: every slice at 1.0
+    lines = _rendered(_summary(level), off)
+    assert not any("◀ worst" in line for line in lines)
+    assert "No fairness gate ([evaluation] max_slice_gap is not set). No slice of 30 or more examples is behind " in (
+        " ".join(lines)
+    )
+
+
+def test_a_slice_the_gate_stopped_is_named_with_its_figures_and_the_run_exits_3(binary):
+    from pipeline import cli
+
+    reason = (
+        "island=Dream: auc = 0.6100 against 0.8500 overall (120 examples), 0.2400 worse, more than max_slice_gap = 0.1"
+    )
+    summary = _summary(SLICES, blessed=False, reasons=[reason])
+    assert f"Not blessed: {reason}" in " ".join(_rendered(summary, binary))
+    assert cli._exit_code(summary) == cli.EXIT_NOT_BLESSED == 3
+
+
+def test_the_regression_gate_judges_the_highest_error_worst(project):
+    text = 'model_name = "penguins"\n[label]\ncolumn = "body_mass_g"\nproblem = "regression"\n'
+    text += '[evaluation]\nslices = ["island"]\nthreshold = 500.0\nmax_slice_gap = 50.0\n'
+    resolved = _settings(project, text)
+    slices = {
+        "Overall": {"example_count": 100, "root_mean_squared_error": 300.0},
+        "island=Biscoe": {"example_count": 50, "root_mean_squared_error": 420.0},
+        "island=Dream": {"example_count": 40, "root_mean_squared_error": 250.0},
+        "island=Torgersen": {"example_count": 10, "root_mean_squared_error": 900.0},
+    }
+    assert report.worst_slice(slices, resolved) == "island=Biscoe"
