@@ -73,6 +73,10 @@ class EvaluationConfig(_Section):
     metric: str | None = None  # default: accuracy (multiclass), auc (binary), rmse (regression)
     threshold: float | None = None  # at least this (accuracy, auc) or at most this (rmse, mae)
     max_regression: float = Field(evaluation.DEFAULT_MAX_REGRESSION, ge=0)
+    # Fairness gate, off by default: a slice at least min_slice_size examples large may be at most this much worse
+    # than the overall value of the gate metric, in its units.
+    max_slice_gap: float | None = Field(None, ge=0)
+    min_slice_size: int = Field(evaluation.DEFAULT_MIN_SLICE_SIZE, ge=1)  # smaller slices are reported, never gated
 
 
 class TrainingConfig(_Section):

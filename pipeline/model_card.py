@@ -158,6 +158,7 @@ def gather(
     """Everything the card says except the version and the approval, from the run's artifacts."""
     import tensorflow_model_analysis as tfma
 
+    from models import evaluation
     from pipeline import guards
 
     slices: dict[str, dict[str, float]] = {}
@@ -177,8 +178,7 @@ def gather(
                 slices.setdefault(name, {})[shown] = int(value) if shown == "examples" else value
     ordered = dict(sorted(slices.items(), key=lambda item: (item[0] != "Overall", item[0])))
     metric = gate["metric"]
-    candidates = {n: v[metric] for n, v in ordered.items() if n != "Overall" and metric in v}
-    worst = (min if gate["higher_is_better"] else max)(candidates, key=candidates.get) if candidates else ""
+    worst = evaluation.worst_slice(ordered, metric, "examples", gate["higher_is_better"], gate["min_slice_size"]) or ""
     hyperparameters = {}
     if hyperparameters_uri:
         with open(os.path.join(hyperparameters_uri, "best_hyperparameters.txt"), encoding="utf-8") as handle:

@@ -58,6 +58,8 @@ def read_metrics(evaluation_uri: str, reported: dict[str, str]) -> tuple[dict[st
     slices: dict[str, dict[str, float]] = {}
     changes: dict[str, float] = {}
     for metrics in tfma.load_metrics(evaluation_uri):
+        if metrics.HasField("cross_slice_key"):
+            continue  # a slice compared with the overall one (the fairness gate); its failures say what matters
         name = _slice_name(metrics.slice_key)
         for kv in metrics.metric_keys_and_values:
             key = kv.key
@@ -74,14 +76,18 @@ def read_metrics(evaluation_uri: str, reported: dict[str, str]) -> tuple[dict[st
 METRIC_NAMES = {m.key: m.name for metrics in evaluation.METRICS.values() for m in metrics}  # TFMA key → project name
 
 
-def failed_thresholds(evaluation_uri: str) -> list[str]:
-    """One line per metric threshold the candidate missed, from TFMA's validation result."""
+def failed_thresholds(evaluation_uri: str, slices: dict[str, dict[str, float]], settings: Settings) -> list[str]:
+    """One line per metric threshold the candidate missed, from TFMA's validation result; a slice too far behind
+    the overall value is named with its value, the overall value and its size, read from `slices`."""
     import tensorflow_model_analysis as tfma
 
     result = tfma.load_validation_result(evaluation_uri)
     reasons = []
     for per_slice in result.metric_validations_per_slice:
         for failure in per_slice.failures:
+            if per_slice.HasField("cross_slice_key"):
+                reasons.append(_slice_gap_reason(per_slice.cross_slice_key, failure, slices, settings))
+                continue
             key = failure.metric_key
             name = METRIC_NAMES.get(key.name, key.name)
             what = f"change in {name} vs baseline" if key.is_diff else name
@@ -89,9 +95,40 @@ def failed_thresholds(evaluation_uri: str) -> list[str]:
                 f"{_slice_name(per_slice.slice_key)}: {what} = {failure.metric_value.double_value.value:.4f} "
                 f"misses {_threshold_text(failure.metric_threshold)}"
             )
+    if result.missing_cross_slices:
+        reasons.append(
+            "TFMA recorded no check of the slices against the overall value (max_slice_gap): the fairness gate "
+            "needs the Evaluator's own process to run TFMA's validation, as Beam's in_memory direct runner (the "
+            "default) does; see pipeline/evaluator.py"
+        )
     if not reasons and not result.validation_ok:
         reasons.append("TFMA validation failed; see the Evaluator's validations file")
     return reasons
+
+
+def _slice_gap_reason(cross_slice_key, failure, slices: dict[str, dict[str, float]], settings: Settings) -> str:
+    """'sex=male: auc = 0.61 against 0.83 overall (120 examples), ...' for a slice the fairness gate stopped."""
+    gate = settings.gate
+    key = evaluation.metric(settings.declarations.label.problem, gate.metric).key
+    name = _slice_name(cross_slice_key.comparison_slice_key)
+    values, overall = slices.get(name, {}), slices.get("Overall", {})
+    if failure.message:  # TFMA could not compare: "Metric not found."
+        return f"{name}: no {gate.metric} to compare with the overall value ({failure.message.strip()})"
+    count = values.get(evaluation.EXAMPLE_COUNT, float("nan"))
+    return (
+        f"{name}: {gate.metric} = {values.get(key, float('nan')):.4f} against {overall.get(key, float('nan')):.4f} "
+        f"overall ({count:.0f} examples), {failure.metric_value.double_value.value:.4f} worse, more than "
+        f"max_slice_gap = {gate.max_slice_gap:g}"
+    )
+
+
+def worst_slice(slices: dict[str, dict[str, float]], settings: Settings) -> str | None:
+    """The slice of at least `min_slice_size` examples furthest behind the overall value of the gate metric, or
+    None when none is behind it."""
+    gate = evaluation.metric(settings.declarations.label.problem, settings.gate.metric)
+    return evaluation.worst_slice(
+        slices, gate.key, evaluation.EXAMPLE_COUNT, gate.higher_is_better, settings.gate.min_slice_size
+    )
 
 
 def _threshold_text(threshold) -> str:
@@ -139,7 +176,7 @@ def build_report(settings: Settings) -> RunReport:
         slices=slices,
         changes=changes,
         blessed=blessed,
-        reasons=[] if blessed else failed_thresholds(evaluation_artifact.uri),
+        reasons=[] if blessed else failed_thresholds(evaluation_artifact.uri, slices, settings),
         pushed=pushed,
         serving_model_dir=lineage.custom_property(pushed_model, "pushed_destination") if pushed else None,
         trained_on=sorted(trained_on),
@@ -159,23 +196,60 @@ def build_report(settings: Settings) -> RunReport:
 MANUAL_APPROVAL = escape('[delivery] approval = "manual"')  # literal brackets, not rich markup
 
 
+def _note(slice_name: str, values: dict[str, float], worst: str | None, settings: Settings) -> str:
+    """The table's last column: the worst slice, and the slices too small for the fairness gate to judge."""
+    if slice_name == "Overall":
+        return ""
+    if slice_name == worst:
+        return "◀ worst"
+    if values.get(evaluation.EXAMPLE_COUNT, 0) < settings.gate.min_slice_size:
+        return f"< {settings.gate.min_slice_size} examples"
+    return ""
+
+
+def _fairness_line(slices: dict[str, dict[str, float]], worst: str | None, settings: Settings) -> str:
+    """What the fairness gate asks, and where the worst slice stands (plain text: the caller escapes it)."""
+    gate = settings.gate
+    key = evaluation.metric(settings.declarations.label.problem, gate.metric).key
+    if gate.max_slice_gap is None:
+        rule = "No fairness gate ([evaluation] max_slice_gap is not set)."
+    else:
+        rule = (
+            f"Fairness gate: no slice of {gate.min_slice_size} or more examples may be more than "
+            f"{gate.max_slice_gap:g} worse than overall in {gate.metric}."
+        )
+    if worst is None:
+        return f"{rule} No slice of {gate.min_slice_size} or more examples is behind overall in {gate.metric}."
+    values, overall = slices[worst], slices.get("Overall", {})
+    return (
+        f"{rule} Worst slice: {worst}, {gate.metric} {values[key]:.4f} against {overall.get(key, float('nan')):.4f} "
+        f"overall ({values.get(evaluation.EXAMPLE_COUNT, 0):.0f} examples)."
+    )
+
+
 def render(report: RunReport, settings: Settings, console: Console) -> None:
     """Prints the summary a user reads at the end of `tfxp run`."""
     reported = evaluation.reported_metrics(settings.declarations.label.problem)
+    worst = worst_slice(report.slices, settings)
     table = Table(title="Evaluation of the candidate model (eval split)", title_justify="left")
     table.add_column("slice")
     for name in reported.values():
         table.add_column(name, justify="right")
+    sliced = len(report.slices) > 1
+    if sliced:
+        table.add_column("note")
     for slice_name in sorted(report.slices, key=lambda n: (n != "Overall", n)):
         values = report.slices[slice_name]
-        table.add_row(
-            escape(slice_name),
-            *(
-                f"{values[key]:.0f}" if key == evaluation.EXAMPLE_COUNT else f"{values.get(key, float('nan')):.4f}"
-                for key in reported
-            ),
-        )
+        cells = [
+            f"{values[key]:.0f}" if key == evaluation.EXAMPLE_COUNT else f"{values.get(key, float('nan')):.4f}"
+            for key in reported
+        ]
+        if sliced:
+            cells.append(_note(slice_name, values, worst, settings))
+        table.add_row(escape(slice_name), *cells)
     console.print(table)
+    if sliced:
+        console.print(escape(_fairness_line(report.slices, worst, settings)))
     if report.changes:
         deltas = ", ".join(
             f"{reported[k]} {v:+.4f}" for k, v in report.changes.items() if k != evaluation.EXAMPLE_COUNT

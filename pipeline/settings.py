@@ -188,7 +188,8 @@ def _check_columns_in_schema(project: Project, schema: schema_pb2.Schema, schema
 
 
 def _gate(project: Project, problem: features.Problem) -> evaluation.Gate:
-    """The blessing gate, with the problem type's default metric and a stated or default bound."""
+    """The blessing gate, with the problem type's default metric and a stated or default bound, and the fairness
+    gate across slices when `max_slice_gap` is set."""
     name = project.evaluation.metric or evaluation.DEFAULT_GATE_METRIC[problem]
     try:
         evaluation.metric(problem, name)
@@ -199,7 +200,18 @@ def _gate(project: Project, problem: features.Problem) -> evaluation.Gate:
         if name not in evaluation.DEFAULT_THRESHOLDS:
             raise ConfigError(f"[evaluation] threshold is required for {name}: the largest {name} a model may have")
         threshold = evaluation.DEFAULT_THRESHOLDS[name]
-    return evaluation.Gate(name, threshold, project.evaluation.max_regression)
+    if project.evaluation.max_slice_gap is not None and not project.evaluation.slices:
+        raise ConfigError(
+            "[evaluation] max_slice_gap compares each slice with the overall value, but [evaluation] slices names no "
+            "column to slice by; add one, or remove max_slice_gap"
+        )
+    return evaluation.Gate(
+        name,
+        threshold,
+        project.evaluation.max_regression,
+        project.evaluation.max_slice_gap,
+        project.evaluation.min_slice_size,
+    )
 
 
 def _check_writable(folder: Path) -> None:

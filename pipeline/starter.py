@@ -295,6 +295,8 @@ def _curate_schema(
 
 
 STARTER_AUC = 0.6  # init's bar for binary labels: clearly better than chance (0.5)
+STARTER_SLICE_GAP = 0.05  # the max_slice_gap init suggests (commented out), in auc or accuracy; a share of the
+# label's deviation for regression
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,6 +307,7 @@ class StartingGate:
     reason: str
     max_regression: float = evaluation.DEFAULT_MAX_REGRESSION
     regression_reason: str = "how much worse than the last blessed model a new one may be"
+    slice_gap: float = STARTER_SLICE_GAP  # an example for max_slice_gap, which is off unless set
 
 
 def _gate(problem: Problem, label_stats, label_facts: ColumnFacts) -> StartingGate:
@@ -317,6 +320,7 @@ def _gate(problem: Problem, label_stats, label_facts: ColumnFacts) -> StartingGa
             f"rmse at most {std:.3g}, the label's deviation: better than predicting the mean",
             float(f"{share * std:.2g}"),
             f"a new model's rmse may exceed the last blessed one's by {share:.0%} of the label's deviation",
+            float(f"{STARTER_SLICE_GAP * std:.2g}"),
         )
     if problem is Problem.BINARY:
         return StartingGate(STARTER_AUC, f"auc at least {STARTER_AUC}: clearly better than chance (0.5)")
@@ -349,7 +353,17 @@ def _project_text(
     gate: StartingGate,
 ) -> str:
     """The starter tfxp.toml, with a comment on every setting; defaults are read from the config models."""
-    split, training, delivery = config.SplitConfig(), config.TrainingConfig(), config.DeliveryConfig()
+    split, training, judged = config.SplitConfig(), config.TrainingConfig(), config.EvaluationConfig()
+    delivery = config.DeliveryConfig()
+    # TOML has no null: a setting that is off by default is written commented out, with an example value.
+    gap = [
+        "# Fairness gate: block a model when a slice of min_slice_size or more eval examples is worse than overall",
+        "# in the gate metric by more than max_slice_gap, in the metric's units."
+        + (" Off until set." if judged.max_slice_gap is None else ""),
+        f"# max_slice_gap = {_toml_value(gate.slice_gap)}"
+        if judged.max_slice_gap is None
+        else f"max_slice_gap = {_toml_value(judged.max_slice_gap)}",
+    ]
     lines = [
         "# tfxp project file, written by `tfxp init`. Review it, and schema/schema.pbtxt, then `tfxp run`.",
         f"model_name = {_toml_value(model_name)}  # serving path: <output>/serving/<model_name>/<version>/",
@@ -386,6 +400,8 @@ def _project_text(
         f"metric = {_toml_value(evaluation.DEFAULT_GATE_METRIC[problem])}",
         f"threshold = {_toml_value(gate.threshold)}  # {gate.reason}",
         f"max_regression = {_toml_value(gate.max_regression)}  # {gate.regression_reason}",
+        *gap,
+        f"min_slice_size = {_toml_value(judged.min_slice_size)}  # smaller slices are reported, never gated",
         "",
         "[training]",
         f"epochs = {_toml_value(training.epochs)}  # at most; training stops when the eval split stops improving",

@@ -11,7 +11,7 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
 from models import budget, evaluation, features
-from pipeline import guards, model_card_generator, pusher, servability, table_example_gen
+from pipeline import evaluator, guards, model_card_generator, pusher, servability, table_example_gen
 from pipeline.config import TrainingConfig
 from pipeline.nodes import (
     ANOMALIES_GATE,
@@ -99,6 +99,7 @@ def _card_facts(settings: Settings) -> str:
                 "threshold": gate.threshold,
                 "max_regression": gate.max_regression,
                 "higher_is_better": evaluation.metric(problem, gate.metric).higher_is_better,
+                "min_slice_size": gate.min_slice_size,
             },
             "card": settings.project.card.model_dump(),
             "files": list(settings.data_files),
@@ -187,8 +188,9 @@ def create_pipeline(
         candidate=trainer.outputs["model"],
     ).with_id(BASELINE_RESOLVER)
 
-    # TFMA: the gate metric's bound, no regression against the baseline, per configured slice.
-    evaluator = tfx.components.Evaluator(
+    # TFMA: the gate metric's bound, no regression against the baseline, per configured slice, and with
+    # max_slice_gap no large enough slice too far behind overall (pipeline/evaluator.py: TFMA's cross-slice fix).
+    model_evaluator = evaluator.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline_resolver.outputs["model"],
@@ -204,13 +206,13 @@ def create_pipeline(
         model_name=settings.model_name,
         code_digest=servability.code_digest(),
     ).with_id(SERVABILITY_CHECK)
-    servability_check.add_upstream_node(evaluator)  # after the gate, as the last check before a push
+    servability_check.add_upstream_node(model_evaluator)  # after the gate, as the last check before a push
 
     # The model card's facts, from this run's artifacts; the push renders them into the version folder.
     card_generator = model_card_generator.ModelCardGenerator(
         model=trainer.outputs["model"],
-        evaluation=evaluator.outputs["evaluation"],
-        model_blessing=evaluator.outputs["blessing"],
+        evaluation=model_evaluator.outputs["evaluation"],
+        model_blessing=model_evaluator.outputs["blessing"],
         examples=example_gen.outputs["examples"],
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_gen.outputs["schema"],
@@ -222,7 +224,7 @@ def create_pipeline(
     # Publishes <serving_root>/<model_name>/<version>/ by atomic rename, only when both checks blessed it.
     model_pusher = pusher.Pusher(
         model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
+        model_blessing=model_evaluator.outputs["blessing"],
         infra_blessing=servability_check.outputs["blessing"],
         model_card=card_generator.outputs["card"],
         push_destination=tfx.proto.PushDestination(
@@ -246,7 +248,7 @@ def create_pipeline(
         *([tuner] if tuner else []),
         trainer,
         baseline_resolver,
-        evaluator,
+        model_evaluator,
         servability_check,
         card_generator,
         model_pusher,

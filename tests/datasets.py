@@ -1,9 +1,11 @@
-"""The three datasets the pipeline is tried on, written as a user's CSV or Parquet folders.
+"""The datasets the pipeline is tried on, written as a user's CSV or Parquet folders.
 
 - penguins: the shipped table, multi-class;
 - diabetes: scikit-learn's bundled real clinical data (442 patients), regression;
 - subscriptions: a seeded generator of customer churn, binary, with missing values, a
-  high-cardinality company name, a signup timestamp, an id and a leaky column.
+  high-cardinality company name, a signup timestamp, an id and a leaky column;
+- loans: a seeded generator of loan repayments, binary, where one large branch and one small one
+  recorded their outcomes at random, for the fairness gate across slices.
 
 Run `python -m tests.datasets NAME FOLDER` to write one for trying `tfxp init` by hand.
 """
@@ -252,16 +254,44 @@ def write_crm_export(folder: Path, count: int = 600, seed: int = 3) -> Path:
     return write_csv(folder / "crm.csv", header, rows)
 
 
+BRANCHES = {"north": 0.36, "east": 0.33, "harbor": 0.27, "summit": 0.04}  # share of applications
+CARELESS_BRANCHES = ("harbor", "summit")  # outcomes recorded at random: about 110 and 16 eval rows of 1200
+
+
+def loan_rows(count: int, seed: int) -> list[list]:
+    """Loan applications by branch and whether each was repaid.
+
+    Repayment follows income and the debt ratio closely everywhere except in the careless branches,
+    whose outcomes are coin flips: no model can rank them, so their AUC is near 0.5.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(count):
+        branch = rng.choice(list(BRANCHES), p=list(BRANCHES.values()))
+        income = round(float(rng.normal(50, 15)), 1)
+        debt_ratio = round(float(rng.uniform(0, 1)), 3)
+        logit = 0.15 * (income - 50) - 6 * (debt_ratio - 0.5)
+        repaid = rng.random() < (0.5 if branch in CARELESS_BRANCHES else 1 / (1 + math.exp(-logit)))
+        rows.append([branch, income, debt_ratio, "yes" if repaid else "no"])
+    return rows
+
+
+def write_loans(folder: Path, count: int = 1200, seed: int = 11) -> Path:
+    """One CSV export of `count` loan applications in `folder`."""
+    return write_csv(folder / "loans.csv", ["branch", "income", "debt_ratio", "repaid"], loan_rows(count, seed))
+
+
 WRITERS = {
     "penguins": write_penguins,
     "diabetes": write_diabetes,
     "subscriptions": write_subscriptions,
     "crm": write_crm_export,
+    "loans": write_loans,
 }
 
 
 def main(argv: list[str]) -> None:
-    """Writes one dataset: `python -m tests.datasets {penguins|diabetes|subscriptions} FOLDER`."""
+    """Writes one dataset: `python -m tests.datasets {penguins|diabetes|subscriptions|crm|loans} FOLDER`."""
     if len(argv) != 2 or argv[0] not in WRITERS:
         sys.exit(f"usage: python -m tests.datasets {{{'|'.join(WRITERS)}}} FOLDER")
     print(WRITERS[argv[0]](Path(argv[1])))

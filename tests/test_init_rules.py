@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models.encodings import Encoding
-from pipeline import starter
+from pipeline import config, starter
 from tests import datasets
 
 
@@ -20,6 +21,29 @@ def crm(tmp_path_factory) -> starter.Starter:
 
 def _decided(draft: starter.Starter) -> dict[str, tuple[str, str]]:
     return {d.column: (d.treatment, d.reason) for d in draft.decisions}
+
+
+def test_the_fairness_gate_is_written_off_with_an_example_and_the_slice_size_default(crm):
+    import tomllib
+
+    defaults = config.EvaluationConfig()
+    lines = crm.project_text.splitlines()
+    assert f"# max_slice_gap = {starter.STARTER_SLICE_GAP}" in lines  # off (TOML has no null), with an example in auc
+    assert f"min_slice_size = {defaults.min_slice_size}  # smaller slices are reported, never gated" in lines
+    assert any(line.startswith("# Fairness gate: block a model when a slice") for line in lines)
+    written = config.Project.model_validate(tomllib.loads(crm.project_text)).evaluation
+    assert (written.max_slice_gap, written.min_slice_size) == (None, 30)
+    uncommented = crm.project_text.replace("# max_slice_gap = ", "max_slice_gap = ")
+    assert config.Project.model_validate(tomllib.loads(uncommented)).evaluation.max_slice_gap == 0.05
+
+
+def test_a_regression_gets_a_slice_gap_example_in_the_label_units(tmp_path: Path):
+    rows = [[i % 7, ["a", "b", "c"][i % 3], 100.0 + 20.0 * ((i * 37) % 11 - 5)] for i in range(200)]
+    datasets.write_csv(tmp_path / "data" / "t.csv", ["x", "kind", "cost"], rows)
+    draft = starter.build_starter(tmp_path, tmp_path / "data", "cost", None, None, None)
+    (line,) = [line for line in draft.project_text.splitlines() if line.startswith("# max_slice_gap = ")]
+    deviation = float(np.std([row[2] for row in rows]))  # 63.3
+    assert float(line.removeprefix("# max_slice_gap = ")) == pytest.approx(0.05 * deviation, rel=0.02)
 
 
 def test_a_row_number_is_an_id_even_as_integers(crm):

@@ -2,12 +2,15 @@
 
 - diabetes (scikit-learn's real clinical table) as Parquet: regression;
 - subscriptions (seeded churn generator) as two CSV spans: binary, with missing values, a
-  high-cardinality string, a timestamp, an id and a leak. Span 2 trains against span 1's model.
+  high-cardinality string, a timestamp, an id and a leak. Span 2 trains against span 1's model;
+- loans (seeded generator) with one large branch whose outcomes are coin flips: the fairness gate
+  across slices stops the model, and the same model without the gate is pushed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from pathlib import Path
 
@@ -242,3 +245,92 @@ def test_the_served_model_reads_us_dates_and_unix_seconds(crm):
     assert probability.shape == (20,) and np.isfinite(probability).all()
     excluded = crm.config["features"]["exclude"]
     assert set(excluded) == {"row", "customer_id", "note", "country"}
+
+
+# ---------------------------------------------------------------- loans: the fairness gate across slices
+
+GAP_LINE = "# max_slice_gap = 0.05"  # as init writes it: off, with an example
+
+
+@pytest.fixture(scope="module")
+def loans(tmp_path_factory) -> Project:
+    """init, a run with max_slice_gap = 0.1, then the same project as init wrote it (no gate): the Trainer's
+    result is reused, so both runs judge one model."""
+    folder = tmp_path_factory.mktemp("loans")
+    datasets.write_loans(folder / "exports")
+    init = run_tfxp(
+        "init", "--project", str(folder), "--data", str(folder / "exports"), "--label", "repaid", "--name", "loans"
+    )
+    assert init.code == 0, init.stdout + init.stderr
+    project_file = folder / "tfxp.toml"
+    written = project_file.read_text()
+    assert GAP_LINE in written.splitlines()
+    project_file.write_text(written.replace(GAP_LINE, "max_slice_gap = 0.1"))
+    gated = run_tfxp("run", "--config", str(project_file), *NO_TUNER)
+    project_file.write_text(written)
+    ungated = run_tfxp("run", "--config", str(project_file), *NO_TUNER)
+    return Project(folder, init, [gated, ungated])
+
+
+def _table_row(out: str, name: str) -> list[str]:
+    """The cells of one slice's row in the summary table."""
+    (line,) = [line for line in out.splitlines() if line.startswith(f"│ {name} ")]
+    return [cell.strip() for cell in line.strip("│").split("│")]
+
+
+def test_a_large_slice_far_behind_overall_stops_the_model(loans):
+    gated = loans.runs[0]
+    assert gated.code == 3, gated.stdout + gated.stderr
+    out = _flat(gated.stdout)
+    found = re.search(
+        r"Not blessed: branch=harbor: auc = ([\d.]+) against ([\d.]+) overall \((\d+) examples\), "
+        r"([\d.]+) worse, more than max_slice_gap = 0.1 Servable",
+        out,
+    )
+    assert found, out
+    value, overall, size, gap = float(found[1]), float(found[2]), int(found[3]), float(found[4])
+    assert size >= 30 and value < 0.65 and overall > 0.75  # coin flips, against a model that ranks the rest well
+    assert gap == pytest.approx(overall - value, abs=2e-4)
+    harbor = _table_row(gated.stdout, "branch=harbor")
+    assert harbor[:3] == ["branch=harbor", str(size), f"{value:.4f}"] and harbor[-1] == "◀ worst"
+    summit = _table_row(gated.stdout, "branch=summit")  # coin flips too, but too few rows to judge
+    assert int(summit[1]) < 30 and summit[-1] == "< 30 examples" and "branch=summit:" not in out
+    assert "Fairness gate: no slice of 30 or more examples may be more than 0.1 worse than overall in auc." in out
+    assert "Not pushed;" in out
+    _, (first, _) = loans.lineage()
+    assert lineage.custom_property(first[nodes.EVALUATOR].output("blessing"), "blessed") == 0
+    assert lineage.custom_property(first[nodes.PUSHER].output("pushed_model"), "pushed") == 0
+
+
+def test_the_same_model_without_the_gate_is_blessed_and_pushed(loans):
+    gated, ungated = loans.runs
+    assert ungated.code == 0, ungated.stdout + ungated.stderr
+    out = _flat(ungated.stdout)
+    assert "Blessed: the model meets every threshold." in out and "Pushed to" in out
+    assert "No fairness gate ([evaluation] max_slice_gap is not set). Worst slice: branch=harbor, auc" in out
+    assert _table_row(ungated.stdout, "branch=harbor") == _table_row(gated.stdout, "branch=harbor")  # one model
+    _, (first, second) = loans.lineage()
+    (version,) = loans.serving_versions("loans")  # the gated run pushed nothing: this is the second run's push
+    assert lineage.custom_property(second[nodes.PUSHER].output("pushed_model"), "pushed_destination") == str(version)
+    assert second[nodes.TRAINER].state == "CACHED" and second[nodes.EVALUATOR].state == "COMPLETE"
+    assert second[nodes.TRAINER].output("model").id == first[nodes.TRAINER].output("model").id
+
+
+def test_binary_runs_report_false_positive_and_negative_rates_per_slice(loans):
+    out = loans.runs[1].stdout
+    header = next(line for line in out.splitlines() if line.startswith("┃ slice"))
+    assert [cell.strip() for cell in header.strip("┃").split("┃")] == [
+        "slice",
+        "examples",
+        "auc",
+        "accuracy",
+        "log_loss",
+        "fpr",
+        "fnr",
+        "note",
+    ]
+    for name in ("Overall", "branch=east", "branch=harbor", "branch=north"):
+        fpr, fnr = (float(cell) for cell in _table_row(out, name)[5:7])
+        assert 0 <= fpr <= 1 and 0 <= fnr <= 1
+    harbor, north = _table_row(out, "branch=harbor"), _table_row(out, "branch=north")
+    assert float(harbor[5]) + float(harbor[6]) > float(north[5]) + float(north[6])  # coin flips err more
