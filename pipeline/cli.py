@@ -267,11 +267,13 @@ def run(
     from pipeline import runner, serving
 
     folder = serving.ServingFolder(settings.paths.serving_root, settings.model_name)
-    try:
-        with folder.lock():
-            recovered = folder.recover()  # a cached Pusher would not run, and so not clean up
-    except serving.DeliveryError as error:
-        _fail(f"{error}\nNothing was run.", EXIT_BAD_INPUT)
+    recovered = []
+    if folder.model_dir.is_dir():  # never create the serving folder before a model is pushed
+        try:
+            with folder.lock():
+                recovered = folder.recover()  # a cached Pusher would not run, and so not clean up
+        except serving.DeliveryError as error:
+            _fail(f"{error}\nNothing was run.", EXIT_BAD_INPUT)
     for leftover in recovered:
         console.print(f"Removed {leftover}, an unfinished push an interrupted run left in {folder.model_dir}.")
 

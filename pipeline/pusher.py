@@ -55,10 +55,7 @@ class Executor(tfx_pusher.Executor):
         custom = json.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null") or {}
 
         if not self.CheckBlessing(input_dict):
-            with folder.lock():
-                recovered = folder.recover()
-            self._MarkNotPushed(pushed)
-            pushed.set_string_custom_property(RECOVERED, ",".join(recovered))
+            self._MarkNotPushed(pushed)  # the serving folder stays untouched; `tfxp run` clears leftovers first
             return
         model_path = Path(self.GetModelPath(input_dict))
         if (model_path.parent / REJECTED_FILE).exists() or custom.get(APPROVAL) == "manual":
