@@ -30,6 +30,13 @@ def _first_run(output: Path) -> dict[str, lineage.NodeExecution]:
     return lineage.run_executions(store, lineage.pipeline_runs(store)[0])
 
 
+def _set(config: Path, default: str, value: str) -> None:
+    """Changes one [delivery] setting of the default project file."""
+    text = config.read_text()
+    assert default in text
+    config.write_text(text.replace(default, value))
+
+
 def _flat(text: str) -> str:
     return " ".join(text.split())
 
@@ -97,7 +104,7 @@ def test_tfxp_models_lists_the_pushed_version(two_runs):
 @pytest.mark.pipeline
 def test_a_rollback_pins_a_version_retention_keeps_it_and_clear_undoes_it(project):
     config = project / "tfxp.toml"
-    config.write_text(config.read_text() + "\n[delivery]\nkeep_versions = 1\n")
+    _set(config, "keep_versions = 5", "keep_versions = 1")
     output = project / "outputs"
     args = ("--config", str(config), "--output", str(output))
     first = run_tfxp("run", *args, *FAST_RUN_ARGS)
@@ -222,7 +229,7 @@ def test_a_model_tf_serving_cannot_call_ends_the_run_with_its_own_exit_code_and_
 @pytest.mark.pipeline
 def test_manual_approval_holds_models_until_a_person_approves_or_rejects(project):
     config = project / "tfxp.toml"
-    config.write_text(config.read_text() + '\n[delivery]\napproval = "manual"\n')
+    _set(config, 'approval = "auto"', 'approval = "manual"')
     output = project / "outputs"
     args = ("--config", str(config), "--output", str(output))
     folder = _folder(output)
@@ -301,6 +308,8 @@ def test_the_pushed_version_carries_a_model_card_with_tfmas_numbers(two_runs):
     page = (extra / "model_card.html").read_text()
     assert f"# Model card: {MODEL}, version {version}" in card
     assert "multiclass on `species` (classes: Adelie, Chinstrap, Gentoo)" in card
+    assert "Tell the species of an adult penguin" in card and "Palmer Station" in card  # tfxp.toml's [card]
+    assert "| Span 0: penguins.csv" in card or "Span 0: penguins.csv" in card
     assert "Automatic" in card and "Rows per split: train " in card and "| island | vocabulary |" in card
     run = _first_run(two_runs.output)
     shown = {}
