@@ -79,7 +79,10 @@ Against the baseline model: {% for key, value in changes.items() %}{{ key }} {{ 
 
 {% endfor %}
 
-{% if worst_slice %}The worst slice by {{ gate.metric }} is **{{ worst_slice }}**.{% endif %}
+Fairness: {% if gate.max_slice_gap is none %}no gate on slices (`max_slice_gap` is not set){% else %}no slice of
+{{ gate.min_slice_size }} or more examples may be more than {{ gate.max_slice_gap }} worse than overall in {{ gate.metric }}{% endif %}.
+{% if worst_slice %}The worst slice of {{ gate.min_slice_size }} or more examples is **{{ worst_slice }}**.{% else %}No slice of
+{{ gate.min_slice_size }} or more examples is behind overall in {{ gate.metric }}.{% endif %}
 """
 )
 
@@ -95,15 +98,6 @@ code {{ background: #f4f4f4; padding: 0 .2rem; }}
 {body}
 </body></html>
 """
-
-
-def slice_name(slice_key) -> str:
-    """'Overall' or 'feature=value' for a TFMA SliceKey proto."""
-    parts = []
-    for key in slice_key.single_slice_keys:
-        value = getattr(key, key.WhichOneof("kind"))
-        parts.append(f"{key.column}={value.decode() if isinstance(value, bytes) else value}")
-    return ", ".join(parts) or "Overall"
 
 
 def file_digest(path: str) -> str:
@@ -156,26 +150,15 @@ def gather(
     reported: dict[str, str],
 ) -> dict:
     """Everything the card says except the version and the approval, from the run's artifacts."""
-    import tensorflow_model_analysis as tfma
-
     from models import evaluation
-    from pipeline import guards
+    from pipeline import guards, report
 
-    slices: dict[str, dict[str, float]] = {}
-    changes: dict[str, float] = {}
-    for metrics in tfma.load_metrics(evaluation_uri):
-        name = slice_name(metrics.slice_key)
-        for kv in metrics.metric_keys_and_values:
-            key = kv.key
-            if key.model_name == "baseline" or not kv.value.HasField("double_value"):
-                continue
-            shown = reported.get(key.name, key.name)
-            if key.is_diff:
-                if name == "Overall":
-                    changes[shown] = kv.value.double_value.value
-            else:
-                value = kv.value.double_value.value
-                slices.setdefault(name, {})[shown] = int(value) if shown == "examples" else value
+    by_key, changes_by_key = report.read_metrics(evaluation_uri, reported)
+    slices = {
+        name: {reported[k]: int(v) if k == evaluation.EXAMPLE_COUNT else v for k, v in values.items()}
+        for name, values in by_key.items()
+    }
+    changes = {reported[k]: v for k, v in changes_by_key.items()}
     ordered = dict(sorted(slices.items(), key=lambda item: (item[0] != "Overall", item[0])))
     metric = gate["metric"]
     worst = evaluation.worst_slice(ordered, metric, "examples", gate["higher_is_better"], gate["min_slice_size"]) or ""
@@ -183,8 +166,6 @@ def gather(
     if hyperparameters_uri:
         with open(os.path.join(hyperparameters_uri, "best_hyperparameters.txt"), encoding="utf-8") as handle:
             hyperparameters = json.load(handle).get("values", {})
-    names = ["examples", *(n for n in reported.values() if n != "examples")]
-    extra = sorted({k for v in ordered.values() for k in v} - set(names))  # e.g. fairness rates, when computed
     placeholder = "(not written yet: set it under [card] in tfxp.toml)"
     label = declarations["label"]
     return {
@@ -207,7 +188,7 @@ def gather(
         "gate": gate,
         "verdict": "Blessed." if blessed else "Not blessed.",
         "changes": changes,
-        "metric_names": names + extra,
+        "metric_names": list(reported.values()),  # "examples" first
         "slices": ordered,
         "worst_slice": worst,
     }

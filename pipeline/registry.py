@@ -137,12 +137,13 @@ def _pipeline_context(store: metadata_store.MetadataStore, pipeline_name: str) -
     return context
 
 
-def _rollback_type(store: metadata_store.MetadataStore) -> int:
-    kind = metadata_store_pb2.ExecutionType(name=ROLLBACK)
-    for name in ("from_version", "to_version"):
-        kind.properties[name] = metadata_store_pb2.INT
-    for name in ("reason", "user", "action"):
-        kind.properties[name] = metadata_store_pb2.STRING
+def _execution_type(store: metadata_store.MetadataStore, name: str, ints: tuple, strings: tuple) -> int:
+    """Registers (or finds) an execution type for a decision made outside the pipeline."""
+    kind = metadata_store_pb2.ExecutionType(name=name)
+    for prop in ints:
+        kind.properties[prop] = metadata_store_pb2.INT
+    for prop in strings:
+        kind.properties[prop] = metadata_store_pb2.STRING
     return store.put_execution_type(kind)
 
 
@@ -168,7 +169,8 @@ def record_rollback(
 ) -> None:
     """Records who changed the served version, when, from which to which, and why; linked to both versions."""
     context = _pipeline_context(store, pipeline_name)
-    execution = metadata_store_pb2.Execution(type_id=_rollback_type(store))
+    kind = _execution_type(store, ROLLBACK, ("from_version", "to_version"), ("reason", "user", "action"))
+    execution = metadata_store_pb2.Execution(type_id=kind)
     execution.last_known_state = metadata_store_pb2.Execution.COMPLETE
     execution.properties["action"].string_value = action
     execution.properties["reason"].string_value = reason
@@ -299,15 +301,6 @@ def served_model_id(store: metadata_store.MetadataStore, version: int | None) ->
     return pushed_version_models(store).get(version) if version is not None else None
 
 
-def _approval_type(store: metadata_store.MetadataStore) -> int:
-    kind = metadata_store_pb2.ExecutionType(name=APPROVAL)
-    for name in ("model_id", "version"):
-        kind.properties[name] = metadata_store_pb2.INT
-    for name in ("decision", "user", "note"):
-        kind.properties[name] = metadata_store_pb2.STRING
-    return store.put_execution_type(kind)
-
-
 def record_decision(
     store: metadata_store.MetadataStore,
     pipeline_name: str,
@@ -319,7 +312,8 @@ def record_decision(
     """Records who decided what about a held model, when and why; an approval also records the version it pushed
     as a PushedModel artifact, so the registry lists it like any other push."""
     context = _pipeline_context(store, pipeline_name)
-    execution = metadata_store_pb2.Execution(type_id=_approval_type(store))
+    kind = _execution_type(store, APPROVAL, ("model_id", "version"), ("decision", "user", "note"))
+    execution = metadata_store_pb2.Execution(type_id=kind)
     execution.last_known_state = metadata_store_pb2.Execution.COMPLETE
     execution.properties["model_id"].int_value = held.model.id
     execution.properties["decision"].string_value = decision

@@ -42,7 +42,7 @@ class RunReport:
         )
 
 
-def _slice_name(slice_key) -> str:
+def slice_name(slice_key) -> str:
     """'Overall' or 'feature=value' for a TFMA SliceKey proto."""
     parts = []
     for key in slice_key.single_slice_keys:
@@ -60,7 +60,7 @@ def read_metrics(evaluation_uri: str, reported: dict[str, str]) -> tuple[dict[st
     for metrics in tfma.load_metrics(evaluation_uri):
         if metrics.HasField("cross_slice_key"):
             continue  # a slice compared with the overall one (the fairness gate); its failures say what matters
-        name = _slice_name(metrics.slice_key)
+        name = slice_name(metrics.slice_key)
         for kv in metrics.metric_keys_and_values:
             key = kv.key
             if key.name not in reported or key.model_name == "baseline":
@@ -92,7 +92,7 @@ def failed_thresholds(evaluation_uri: str, slices: dict[str, dict[str, float]], 
             name = METRIC_NAMES.get(key.name, key.name)
             what = f"change in {name} vs baseline" if key.is_diff else name
             reasons.append(
-                f"{_slice_name(per_slice.slice_key)}: {what} = {failure.metric_value.double_value.value:.4f} "
+                f"{slice_name(per_slice.slice_key)}: {what} = {failure.metric_value.double_value.value:.4f} "
                 f"misses {_threshold_text(failure.metric_threshold)}"
             )
     if result.missing_cross_slices:
@@ -110,7 +110,7 @@ def _slice_gap_reason(cross_slice_key, failure, slices: dict[str, dict[str, floa
     """'sex=male: auc = 0.61 against 0.83 overall (120 examples), ...' for a slice the fairness gate stopped."""
     gate = settings.gate
     key = evaluation.metric(settings.declarations.label.problem, gate.metric).key
-    name = _slice_name(cross_slice_key.comparison_slice_key)
+    name = slice_name(cross_slice_key.comparison_slice_key)
     values, overall = slices.get(name, {}), slices.get("Overall", {})
     if failure.message:  # TFMA could not compare: "Metric not found."
         return f"{name}: no {gate.metric} to compare with the overall value ({failure.message.strip()})"

@@ -100,6 +100,7 @@ def _card_facts(settings: Settings) -> str:
                 "max_regression": gate.max_regression,
                 "higher_is_better": evaluation.metric(problem, gate.metric).higher_is_better,
                 "min_slice_size": gate.min_slice_size,
+                "max_slice_gap": gate.max_slice_gap,
             },
             "card": settings.project.card.model_dump(),
             "files": list(settings.data_files),

@@ -13,7 +13,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from models import evaluation
-from pipeline import cli, config, lineage, model_card, nodes, registry, report, serving
+from pipeline import cli, config, lineage, nodes, registry, report, serving
 from pipeline import settings as settings_module
 from tests.conftest import FAST_RUN_ARGS, run_tfxp
 from tests.datasets import PROJECT_ROOT
@@ -314,7 +314,7 @@ def test_the_pushed_version_carries_a_model_card_with_tfmas_numbers(two_runs):
     run = _first_run(two_runs.output)
     shown = {}
     for metrics in tfma.load_metrics(run[nodes.EVALUATOR].output("evaluation").uri):
-        name = model_card.slice_name(metrics.slice_key)
+        name = report.slice_name(metrics.slice_key)
         values = {kv.key.name: kv.value.double_value.value for kv in metrics.metric_keys_and_values}
         row = next(line for line in card.splitlines() if line.startswith(f"| {name} "))
         assert f"| {int(values['example_count'])} | {values['sparse_categorical_accuracy']:.4f} |" in row, row

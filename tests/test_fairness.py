@@ -269,7 +269,7 @@ def test_tfma_fails_the_large_slice_too_far_behind_and_not_the_small_one(judged)
     result = tfma.load_validation_result(str(output))
     assert not result.validation_ok
     (failed,) = result.metric_validations_per_slice
-    assert report._slice_name(failed.cross_slice_key.comparison_slice_key) == "island=Dream"
+    assert report.slice_name(failed.cross_slice_key.comparison_slice_key) == "island=Dream"
     (failure,) = failed.failures
     assert failure.metric_key.name == "slice_gap"
     assert failure.metric_value.double_value.value == pytest.approx(overall - dream)
