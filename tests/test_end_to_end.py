@@ -94,6 +94,7 @@ def test_run_shows_progress_and_a_summary(two_runs):
     logged = log.read_text()
     assert "Training with hyperparameters {'hidden_layers'" in logged and "global batch 32" in logged
     assert "Total params" in logged  # run_fn's model summary
+    assert "Attempting to infer TFX Python dependency" not in logged  # no 50 MB sdist per Beam component
     assert "Trained " in logged and " of at most 50 epochs of " in logged  # by epochs, stopped early or not
 
 

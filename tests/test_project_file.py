@@ -130,3 +130,11 @@ def test_csv_goes_through_the_arrow_executor_typed_by_the_schema(project):
     example_gen = _components(settings.resolve(_load(project), project))[nodes.EXAMPLE_GEN]
     assert example_gen.executor_spec.executor_class is table_example_gen.TableExampleGenExecutor
     assert '"body_mass_g": "INT"' in example_gen.exec_properties["custom_config"].replace('\\"', '"')
+
+
+def test_beam_workers_get_this_project_unless_the_arguments_name_what_they_install(project):
+    default = settings.resolve(_load(project), project).beam_args
+    assert default == (*settings.DEFAULT_BEAM_ARGS, f"--setup_file={settings.SETUP_FILE}")
+    assert settings.SETUP_FILE.is_file()
+    own = ("--runner=DataflowRunner", "--extra_package=dist/tfxp.tar.gz")
+    assert settings.resolve(_load(project), project, beam_args=own).beam_args == own
