@@ -7,7 +7,6 @@ InfraBlessing artifact; when it is blessed, the stamped copy is what the Pusher 
 bytes that were checked are the bytes that serve.
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,14 +32,6 @@ PROBE_TIMEOUT_SECONDS = 600
 WARMUP_BATCHES = (1,) * 8 + (64,) * 2  # TF Serving replays each at load; both shapes the check times
 BLESSED_KEY, HAS_MODEL_KEY = "blessed", "has_model"  # what TFX's Pusher reads (tfx/components/pusher)
 BLESSED_FILE, NOT_BLESSED_FILE = "INFRA_BLESSED", "INFRA_NOT_BLESSED"  # as TFX's InfraValidator marks its verdict
-
-
-def code_digest() -> str:
-    """The check's cache key: an edit to this module or to the probe re-runs it."""
-    digest = hashlib.sha256()
-    for path in (Path(__file__), PROBE_SCRIPT):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def eval_rows(examples: tfx.types.standard_artifacts.Examples, label: str, limit: int = 64) -> list[bytes]:

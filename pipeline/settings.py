@@ -78,6 +78,8 @@ class Settings:
     enable_cache: bool = True
     preprocessing_digest: str = ""  # of the code Transform runs: its cache key, so model-only edits reuse it
     model_code_digest: str = ""  # of every module in models/: the code version a model card names
+    servability_code_digest: str = ""  # of the servability check and its probe: the check's cache key
+    card_code_digest: str = ""  # of the model card's gathering code: part of ModelCardGenerator's cache key
     data_files: tuple[str, ...] = ()  # what this run reads, relative to the data folder: the model card lists them
 
     @property
@@ -140,6 +142,9 @@ class Settings:
 # The code Transform runs, named without importing it (TensorFlow); its digest is Transform's cache key.
 PREPROCESSING_MODULES = ("models.preprocessing", "models.features", "models.encodings", "models.tensors")
 PREPROCESSING_FN = f"{PREPROCESSING_MODULES[0]}.preprocessing_fn"
+# Code whose output is a pipeline result but which TFX does not package: digested into the components' keys.
+SERVABILITY_MODULES = ("pipeline.servability", "pipeline.serving_probe")  # the probe is run by path, never imported
+CARD_MODULES = ("pipeline.model_card", "pipeline.model_card_generator")
 MODEL_MODULES = tuple(f"models.{path.stem}" for path in sorted(Path(features.__file__).parent.glob("*.py")))
 
 
@@ -286,6 +291,8 @@ def resolve(
         enable_cache=enable_cache,
         preprocessing_digest=source_digest(PREPROCESSING_MODULES),
         model_code_digest=source_digest(MODEL_MODULES),
+        servability_code_digest=source_digest(SERVABILITY_MODULES),
+        card_code_digest=source_digest(CARD_MODULES),
         data_files=tuple(
             sorted(str(p.relative_to(data)) for p in input_folder.glob(project.data.file_pattern) if p.is_file())
         ),

@@ -415,10 +415,10 @@ def _project_text(
         f"keep_versions = {_toml_value(delivery.keep_versions)}  # newest versions kept; a pinned one never goes",
         f"approval = {_toml_value(delivery.approval)}  # auto | manual: a blessed model waits for `tfxp approve`",
         "",
-        "[card]  # what only you can write on the model card shipped with each version; fill these in",
-        'intended_use = "TODO: what this model is for, and what decisions it may inform"',
-        'users = "TODO: who should use its predictions"',
-        'limitations = "TODO: where it should not be used: data it never saw, groups it serves worse"',
+        "[card]  # what only you can write on the model card shipped with each version; empty shows as not written",
+        'intended_use = ""  # what this model is for, and what decisions it may inform',
+        'users = ""  # who should use its predictions',
+        'limitations = ""  # where it should not be used: data it never saw, groups it serves worse',
         "",
     ]
     return "\n".join(lines)

@@ -106,6 +106,7 @@ def _card_facts(settings: Settings) -> str:
             "files": list(settings.data_files),
             "budget": json.loads(_budget(settings.project.training).to_json()),
             "code_version": f"models/ digest {settings.model_code_digest}",
+            "card_code": settings.card_code_digest,  # an edit to how the card is gathered re-runs it
             "reported": evaluation.reported_metrics(problem),
         },
         sort_keys=True,
@@ -205,7 +206,7 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         label=settings.declarations.label.name,
         model_name=settings.model_name,
-        code_digest=servability.code_digest(),
+        code_digest=settings.servability_code_digest,
     ).with_id(SERVABILITY_CHECK)
     servability_check.add_upstream_node(model_evaluator)  # after the gate, as the last check before a push
 
