@@ -32,6 +32,7 @@ EXIT_BAD_INPUT = 2
 EXIT_NOT_BLESSED = 3
 EXIT_NOT_SERVABLE = 4
 EXIT_AWAITING_APPROVAL = 5
+EXIT_THRESHOLD_CROSSED = 6  # drift stopped a run, serving traffic is skewed, or the serving model is too old
 EXIT_INTERRUPTED = 130
 
 

@@ -101,6 +101,30 @@ class DeliveryConfig(_Section):
     approval: Literal["auto", "manual"] = "auto"  # manual: a blessed model waits for `tfxp approve`
 
 
+class MonitoringConfig(_Section):
+    """When a span, or serving traffic, has moved too far from what the model was trained on (TFDV's comparators:
+    L-infinity distance for categorical features, Jensen-Shannon divergence for numeric ones, both from 0 to 1)."""
+
+    drift_threshold: float = Field(0.1, gt=0, le=1)  # for every feature and the label, unless overridden below
+    thresholds: dict[str, float] = {}  # per-column overrides of drift_threshold, which `tfxp monitor` uses too
+    on_drift: Literal["warn", "stop"] = "warn"  # stop: a drifted span trains nothing and pushes nothing
+    min_rows_ratio: float = Field(0.5, gt=0, lt=1)  # a split with fewer rows than this × the baseline's is reported
+    max_rows_ratio: float = Field(2.0, gt=1)  # and one with more than this × as many
+    max_model_age_days: float | None = Field(None, gt=0)  # `tfxp status` exits non-zero past this age
+
+    @pydantic.field_validator("thresholds")
+    @classmethod
+    def _in_range(cls, thresholds: dict[str, float]) -> dict[str, float]:
+        for column, value in thresholds.items():
+            if not 0 < value <= 1:
+                raise ValueError(f"threshold for '{column}' must be greater than 0 and at most 1, got {value}")
+        return thresholds
+
+    def threshold(self, column: str) -> float:
+        """The distance above which `column` counts as drifted or skewed."""
+        return self.thresholds.get(column, self.drift_threshold)
+
+
 class CardConfig(_Section):
     """What only a person can write on the model card that travels with each pushed version."""
 
@@ -122,6 +146,7 @@ class Project(_Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     training: TrainingConfig = TrainingConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     card: CardConfig = CardConfig()
 
 

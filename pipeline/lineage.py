@@ -118,3 +118,36 @@ def custom_property(artifact: metadata_store_pb2.Artifact, name: str):
         return None
     value = artifact.custom_properties[name]
     return getattr(value, value.WhichOneof("value"))
+
+
+def inputs_of(store: metadata_store.MetadataStore, artifact_id: int) -> dict[str, metadata_store_pb2.Artifact]:
+    """The input artifacts, by key, of the execution that produced `artifact_id` (one per key)."""
+    producers = [e.execution_id for e in store.get_events_by_artifact_ids([artifact_id]) if e.type in OUTPUT_EVENTS]
+    if not producers:
+        return {}
+    events = [e for e in store.get_events_by_execution_ids(producers[:1]) if e.type in INPUT_EVENTS]
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    return {
+        e.path.steps[0].key: artifacts[e.artifact_id] for e in events if e.path.steps and e.artifact_id in artifacts
+    }
+
+
+def training_examples(store: metadata_store.MetadataStore, model_id: int) -> metadata_store_pb2.Artifact | None:
+    """ExampleGen's Examples a Trainer's model was made from: its transformed examples' own input."""
+    transformed = inputs_of(store, model_id).get("examples")
+    return inputs_of(store, transformed.id).get("examples") if transformed is not None else None
+
+
+def statistics_of(store: metadata_store.MetadataStore, examples_id: int) -> metadata_store_pb2.Artifact | None:
+    """The newest live ExampleStatistics StatisticsGen computed from an Examples artifact."""
+    readers = {e.execution_id for e in store.get_events_by_artifact_ids([examples_id]) if e.type in INPUT_EVENTS}
+    if not readers:
+        return None
+    produced = [e.artifact_id for e in store.get_events_by_execution_ids(list(readers)) if e.type in OUTPUT_EVENTS]
+    types = {t.id: t.name for t in store.get_artifact_types()}
+    found = [
+        a
+        for a in store.get_artifacts_by_id(produced)
+        if types.get(a.type_id) == "ExampleStatistics" and a.state == metadata_store_pb2.Artifact.LIVE
+    ]
+    return max(found, key=lambda a: a.id) if found else None

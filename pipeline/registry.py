@@ -48,20 +48,6 @@ def when(milliseconds: int) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(milliseconds / 1000)
 
 
-def _inputs_of(store: metadata_store.MetadataStore, artifact_id: int) -> dict[str, metadata_store_pb2.Artifact]:
-    """The input artifacts, by key, of the execution that produced `artifact_id`."""
-    producers = [
-        e.execution_id for e in store.get_events_by_artifact_ids([artifact_id]) if e.type in lineage.OUTPUT_EVENTS
-    ]
-    if not producers:
-        return {}
-    events = [e for e in store.get_events_by_execution_ids(producers[:1]) if e.type in lineage.INPUT_EVENTS]
-    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
-    return {
-        e.path.steps[0].key: artifacts[e.artifact_id] for e in events if e.path.steps and e.artifact_id in artifacts
-    }
-
-
 def gate_text(pushed: metadata_store_pb2.Artifact) -> str:
     """The gate metric and its change against the baseline, as the run summary recorded them."""
     metric = lineage.custom_property(pushed, GATE_METRIC)
@@ -108,9 +94,9 @@ def pushed_versions(store: metadata_store.MetadataStore, folder: serving.Serving
     }
     found = []
     for version, artifact in pushed.items():
-        inputs = _inputs_of(store, artifact.id)
+        inputs = lineage.inputs_of(store, artifact.id)
         infra = inputs.get("infra_blessing")
-        checked = _inputs_of(store, infra.id).get("examples") if infra else None
+        checked = lineage.inputs_of(store, infra.id).get("examples") if infra else None
         if version in folder.versions():
             on_disk = "complete" if folder.is_complete(version) else "corrupt"
         else:
@@ -267,7 +253,7 @@ def held_models(store: metadata_store.MetadataStore) -> dict[int, Held]:
     for artifact in artifacts:
         if lineage.custom_property(artifact, "awaiting_approval") != 1:
             continue
-        inputs = _inputs_of(store, artifact.id)
+        inputs = lineage.inputs_of(store, artifact.id)
         if {"model", "model_blessing", "infra_blessing"} <= set(inputs):
             found[inputs["model"].id] = Held(
                 inputs["model"],
@@ -284,7 +270,7 @@ def pushed_version_models(store: metadata_store.MetadataStore) -> dict[int, int]
     """Version → the id of the model it was pushed from, for every pushed version."""
     found = {}
     for version, artifact in _pushed_by_version(store).items():
-        model = _inputs_of(store, artifact.id).get("model")
+        model = lineage.inputs_of(store, artifact.id).get("model")
         if model is not None:
             found[version] = model.id
     return found

@@ -193,6 +193,7 @@ def configured_columns(project: Project) -> dict[str, list[str]]:
         "[features] exclude": list(project.features.exclude),
         "[features.overrides]": list(project.features.overrides),
         "[evaluation] slices": list(project.evaluation.slices),
+        "[monitoring.thresholds]": list(project.monitoring.thresholds),
     }
 
 

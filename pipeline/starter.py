@@ -354,7 +354,7 @@ def _project_text(
 ) -> str:
     """The starter tfxp.toml, with a comment on every setting; defaults are read from the config models."""
     split, training, judged = config.SplitConfig(), config.TrainingConfig(), config.EvaluationConfig()
-    delivery = config.DeliveryConfig()
+    delivery, monitoring = config.DeliveryConfig(), config.MonitoringConfig()
     # TOML has no null: a setting that is off by default is written commented out, with an example value.
     gap = [
         "# Fairness gate: block a model when a slice of min_slice_size or more eval examples is worse than overall",
@@ -414,6 +414,18 @@ def _project_text(
         "[delivery]",
         f"keep_versions = {_toml_value(delivery.keep_versions)}  # newest versions kept; a pinned one never goes",
         f"approval = {_toml_value(delivery.approval)}  # auto | manual: a blessed model waits for `tfxp approve`",
+        "",
+        "[monitoring]  # each span against the one the serving model trained on; `tfxp monitor` for serving traffic",
+        f"drift_threshold = {_toml_value(monitoring.drift_threshold)}  # L-infinity (categories) or Jensen-Shannon "
+        "(numbers), 0 to 1",
+        f"on_drift = {_toml_value(monitoring.on_drift)}  # warn | stop: with stop, a drifted span trains nothing",
+        f"min_rows_ratio = {_toml_value(monitoring.min_rows_ratio)}  # a split under this × the baseline's rows is "
+        "reported",
+        f"max_rows_ratio = {_toml_value(monitoring.max_rows_ratio)}  # and one over this ×",
+        "# max_model_age_days = 30  # `tfxp status` exits 6 when the serving model is older; off until set",
+        "",
+        "[monitoring.thresholds]  # per-column overrides of drift_threshold, e.g. a noisy column:",
+        "# some_column = 0.2",
         "",
         "[card]  # what only you can write on the model card shipped with each version; empty shows as not written",
         'intended_use = ""  # what this model is for, and what decisions it may inform',
