@@ -197,6 +197,12 @@ def _decision_table(draft: starter.Starter) -> Table:
     help="Bound the gate metric must meet to bless a model, instead of [evaluation] threshold.",
 )
 @click.option(
+    "--on-drift",
+    type=click.Choice(["warn", "stop"]),
+    default=None,
+    help="What a span past its drift thresholds does: warn and train, or stop. Default: [monitoring] on_drift.",
+)
+@click.option(
     "--beam-arg",
     "beam_args",
     multiple=True,
@@ -217,6 +223,7 @@ def run(
     train_steps,
     batch_size,
     threshold,
+    on_drift,
     beam_args,
     no_cache,
     verbose,
@@ -232,6 +239,7 @@ def run(
         "training.train_steps": train_steps,
         "training.batch_size": batch_size,
         "evaluation.threshold": threshold,
+        "monitoring.on_drift": on_drift,
     }
     settings = _load(config_file, overrides, span=span, beam_args=tuple(beam_args), enable_cache=not no_cache)
     console = Console(highlight=False, soft_wrap=True)
@@ -277,6 +285,7 @@ def run(
             _fail(f"{error}\nNothing was run.", EXIT_BAD_INPUT)
     for leftover in recovered:
         console.print(f"Removed {leftover}, an unfinished push an interrupted run left in {folder.model_dir}.")
+    settings = _with_drift_baseline(settings, folder, console)
 
     log_path = None if verbose else runner.new_log_path(settings)
     with runner.terminal(log_path) as (out, err):
@@ -286,6 +295,21 @@ def run(
             err.print("Interrupted. Finished components are cached in MLMD; rerun `tfxp run` to continue from them.")
             code = EXIT_INTERRUPTED
     sys.exit(code)
+
+
+def _with_drift_baseline(settings: settings_module.Settings, folder, console: Console) -> settings_module.Settings:
+    """The settings with the statistics this run's data is compared with for drift, said in one line."""
+    from pipeline import lineage, monitoring
+
+    baseline = None
+    if settings.paths.metadata_path.is_file():
+        baseline = monitoring.drift_baseline(lineage.open_store(settings.paths.output_root), folder, settings.span)
+    if baseline is not None:
+        what = f"span {settings.span}" if settings.span is not None else "this data"
+        console.print(f"Drift: comparing {what} with {escape(baseline.why)}.")
+    elif settings.span is not None:
+        console.print(f"Drift: no earlier span has been run, so span {settings.span} is compared with nothing yet.")
+    return dataclasses.replace(settings, drift_baseline=baseline)
 
 
 def _replay_if_unchanged(settings: settings_module.Settings, console: Console) -> None:
@@ -325,7 +349,7 @@ def _run_and_report(settings: settings_module.Settings, out: Console, err: Conso
         warnings.simplefilter("default")
     else:
         warnings.simplefilter("ignore")  # library deprecation chatter; the log keeps real errors
-    from pipeline import guards, report, rerun, runner  # heavy imports, after the cheap checks
+    from pipeline import drift, guards, report, rerun, runner  # heavy imports, after the cheap checks
 
     out.print(f"Running pipeline [bold]{settings.pipeline_name}[/] on {settings.paths.data_root}")
     if log_path:
@@ -341,6 +365,15 @@ def _run_and_report(settings: settings_module.Settings, out: Console, err: Conso
                 "(edits take effect on the next run). To stop using and checking a column, add it to "
                 f"{escape('[features] exclude')} in the project file.{escape(where)}"
             )
+        elif isinstance(failure.cause, drift.DataDriftError):
+            err.print(
+                f"[bold red]Error:[/] drift stopped the run before Transform ({escape('[monitoring] on_drift')} = "
+                f'"stop"); nothing was trained or pushed.\n{escape(str(failure.cause))}\n'
+                f"Compared with {escape(settings.drift_baseline.why)}. If the change is real and the data is right, "
+                f"raise the threshold for that column under {escape('[monitoring.thresholds]')}, or pass "
+                f"--on-drift warn to train on it once.{escape(where)}"
+            )
+            return EXIT_THRESHOLD_CROSSED
         else:
             err.print(
                 f"[bold red]Error:[/] {failure.node_id or 'the pipeline'} failed: "

@@ -112,6 +112,14 @@ def upstream_artifacts(store: metadata_store.MetadataStore, artifact_id: int) ->
     return found
 
 
+def span(artifact: metadata_store_pb2.Artifact) -> int | None:
+    """The span an artifact carries: ExampleGen records it as a custom property, other components as a property."""
+    if "span" in artifact.properties:
+        return int(artifact.properties["span"].int_value)
+    value = custom_property(artifact, "span")
+    return None if value is None else int(value)
+
+
 def custom_property(artifact: metadata_store_pb2.Artifact, name: str):
     """An artifact's custom property as a plain Python value, or None."""
     if name not in artifact.custom_properties:

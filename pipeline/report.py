@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from models import evaluation
-from pipeline import lineage, nodes, registry, serving
+from pipeline import lineage, monitoring, nodes, registry, serving
 from pipeline.settings import Settings
 
 
@@ -34,6 +34,9 @@ class RunReport:
     model_id: int  # the Trainer's Model artifact in MLMD: what `tfxp approve` names
     awaiting_approval: bool  # [delivery] approval = "manual" held a blessed, servable model
     reused: bool  # the push found these exact files already serving as the newest version
+    drift_baseline: str | None  # what the data was compared with for drift; None when nothing was
+    drift: list[str]  # thresholds crossed, one line each
+    drift_largest: str  # the largest distance relative to its threshold, when none was crossed
 
     def replayed(self) -> RunReport:
         """The same summary for a rerun that reused every execution."""
@@ -169,6 +172,7 @@ def build_report(settings: Settings) -> RunReport:
         for a in lineage.upstream_artifacts(store, model.id)
         if a.type in ("Examples", "Schema", "HyperParameters", "TransformGraph")
     ]
+    drift, largest = _drift(executions.get(nodes.DISTRIBUTION_VALIDATOR))
     code = executions[nodes.TRAINER].execution.custom_properties.get("module_path")
     if code is not None:
         trained_on.append(f"Code: {code.string_value}")
@@ -190,7 +194,22 @@ def build_report(settings: Settings) -> RunReport:
         model_id=model.id,
         awaiting_approval=lineage.custom_property(pushed_model, "awaiting_approval") == 1,
         reused=lineage.custom_property(pushed_model, "reused") == 1,
+        drift_baseline=settings.drift_baseline.why if settings.drift_baseline else None,
+        drift=drift,
+        drift_largest=largest,
     )
+
+
+def _drift(validator: lineage.NodeExecution | None) -> tuple[list[str], str]:
+    """The DistributionValidator's crossed thresholds, and its largest distance relative to the threshold."""
+    anomalies = validator.output("anomalies") if validator is not None else None
+    if anomalies is None:
+        return [], ""
+    comparisons = monitoring.read_comparisons(anomalies.uri, anomalies.properties["split_names"].string_value)
+    measured = [f for split, found in comparisons.items() for f in monitoring.distances(found, split)]
+    top = max(measured, key=lambda f: f.value / f.threshold, default=None)
+    largest = f"{top.feature} ({top.split}), {top.distance} {top.value:.3f} of {top.threshold:g}" if top else ""
+    return monitoring.summarize(monitoring.drift_findings(comparisons)), largest
 
 
 MANUAL_APPROVAL = escape('[delivery] approval = "manual"')  # literal brackets, not rich markup
@@ -227,8 +246,25 @@ def _fairness_line(slices: dict[str, dict[str, float]], worst: str | None, setti
     )
 
 
+def _render_drift(report: RunReport, settings: Settings, console: Console) -> None:
+    """What this run's data was compared with, and what moved past its threshold."""
+    if report.drift_baseline is None:
+        return
+    against = escape(report.drift_baseline)
+    if not report.drift:
+        console.print(f"No drift against {against}; closest to its threshold: {escape(report.drift_largest)}.")
+        return
+    console.print(
+        f"[bold yellow]Drift[/] against {against}: {len(report.drift)} past {escape('[monitoring]')} thresholds "
+        f'(on_drift = "{settings.project.monitoring.on_drift}", so the run went on):'
+    )
+    for line in report.drift:
+        console.print(f"  {escape(line)}")
+
+
 def render(report: RunReport, settings: Settings, console: Console) -> None:
     """Prints the summary a user reads at the end of `tfxp run`."""
+    _render_drift(report, settings, console)
     reported = evaluation.reported_metrics(settings.declarations.label.problem)
     worst = worst_slice(report.slices, settings)
     table = Table(title="Evaluation of the candidate model (eval split)", title_justify="left")

@@ -7,12 +7,16 @@ import hashlib
 import importlib.util
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from models import evaluation, features
 from pipeline.config import ConfigError, Project
+
+if TYPE_CHECKING:
+    from pipeline.monitoring import Baseline
 
 # Measured by `make bench` (bench/RESULTS.md §4): in_memory beats multi_processing with 2 workers on 2 cores.
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
@@ -81,6 +85,7 @@ class Settings:
     servability_code_digest: str = ""  # of the servability check and its probe: the check's cache key
     card_code_digest: str = ""  # of the model card's gathering code: part of ModelCardGenerator's cache key
     data_files: tuple[str, ...] = ()  # what this run reads, relative to the data folder: the model card lists them
+    drift_baseline: Baseline | None = None  # statistics this span is compared with (monitoring.drift_baseline)
 
     @property
     def pipeline_name(self) -> str:

@@ -7,15 +7,19 @@ import json
 
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
+from tfx.components.distribution_validator.component import DistributionValidator  # not in tfx.v1 yet
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
 from models import budget, evaluation, features
-from pipeline import evaluator, guards, model_card_generator, pusher, servability, table_example_gen
+from pipeline import drift, evaluator, guards, model_card_generator, pusher, servability, table_example_gen
 from pipeline.config import TrainingConfig
 from pipeline.nodes import (
     ANOMALIES_GATE,
     BASELINE_RESOLVER,
+    DISTRIBUTION_VALIDATOR,
+    DRIFT_BASELINE_RESOLVER,
+    DRIFT_GATE,
     EVALUATOR,
     EXAMPLE_GEN,
     EXAMPLE_VALIDATOR,
@@ -153,6 +157,26 @@ def create_pipeline(
     ).with_id(TRANSFORM)
     transform.add_upstream_node(anomalies_gate)
 
+    # Drift: this span's statistics against the baseline's (the serving model's span, else the previous span),
+    # with thresholds from [monitoring]; the gate stops the run before Transform when on_drift = "stop".
+    drift_nodes = []
+    if settings.drift_baseline is not None:
+        drift_baseline = tfx.dsl.Resolver(
+            strategy_class=drift.StatisticsById,
+            config={"statistics_id": settings.drift_baseline.statistics_id},
+            statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics),
+        ).with_id(DRIFT_BASELINE_RESOLVER)
+        distribution_validator = DistributionValidator(
+            statistics=statistics_gen.outputs["statistics"],
+            baseline_statistics=drift_baseline.outputs["statistics"],
+            config=drift.validator_config(settings),
+        ).with_id(DISTRIBUTION_VALIDATOR)
+        drift_gate = drift.DriftGate(
+            anomalies=distribution_validator.outputs["anomalies"], on_drift=settings.project.monitoring.on_drift
+        ).with_id(DRIFT_GATE)
+        transform.add_upstream_node(drift_gate)
+        drift_nodes = [drift_baseline, distribution_validator, drift_gate]
+
     hyperparameters = None
     tuner = None
     if train.tuner:
@@ -246,6 +270,7 @@ def create_pipeline(
         schema_gen,
         example_validator,
         anomalies_gate,
+        *drift_nodes,
         transform,
         *([tuner] if tuner else []),
         trainer,

@@ -281,17 +281,51 @@ def write_loans(folder: Path, count: int = 1200, seed: int = 11) -> Path:
     return write_csv(folder / "loans.csv", ["branch", "income", "debt_ratio", "repaid"], loan_rows(count, seed))
 
 
+SENSOR_REGIONS = {"north": 0.1, "south": 0.3, "east": 0.3, "west": 0.3}  # share of readings per region
+DRIFTED_REGIONS = {"north": 0.3, "south": 0.7 / 3, "east": 0.7 / 3, "west": 0.7 / 3}  # north's share tripled
+TEMPERATURE_MEAN, TEMPERATURE_SD = 20.0, 5.0
+
+
+def sensor_rows(count: int, seed: int, drifted: bool = False) -> list[list]:
+    """Machine readings and whether the machine failed the next day.
+
+    Failure follows vibration and load, not the temperature or the region, so a drifted span (temperature
+    two standard deviations higher, north's share tripled) keeps the label's distribution and every other
+    feature's: exactly two features move.
+    """
+    rng = np.random.default_rng(seed)
+    regions = DRIFTED_REGIONS if drifted else SENSOR_REGIONS
+    shift = 2 * TEMPERATURE_SD if drifted else 0.0
+    rows = []
+    for _ in range(count):
+        region = rng.choice(list(regions), p=list(regions.values()))
+        temperature = round(float(rng.normal(TEMPERATURE_MEAN, TEMPERATURE_SD)) + shift, 2)
+        vibration = round(float(rng.gamma(2.0, 1.5)), 3)
+        load = round(float(rng.uniform(0, 100)), 1)
+        logit = 1.2 * (vibration - 3) + 0.04 * (load - 50)
+        failed = rng.random() < 1 / (1 + math.exp(-logit))
+        rows.append([region, temperature, vibration, load, "yes" if failed else "no"])
+    return rows
+
+
+def write_sensors(folder: Path, count: int = 800, seed: int = 21, drifted: bool = False) -> Path:
+    """One CSV export of `count` sensor readings in `folder`."""
+    header = ["region", "temperature", "vibration", "load", "failed"]
+    return write_csv(folder / "readings.csv", header, sensor_rows(count, seed, drifted))
+
+
 WRITERS = {
     "penguins": write_penguins,
     "diabetes": write_diabetes,
     "subscriptions": write_subscriptions,
     "crm": write_crm_export,
     "loans": write_loans,
+    "sensors": write_sensors,
 }
 
 
 def main(argv: list[str]) -> None:
-    """Writes one dataset: `python -m tests.datasets {penguins|diabetes|subscriptions|crm|loans} FOLDER`."""
+    """Writes one dataset: `python -m tests.datasets {penguins|diabetes|subscriptions|crm|loans|sensors} FOLDER`."""
     if len(argv) != 2 or argv[0] not in WRITERS:
         sys.exit(f"usage: python -m tests.datasets {{{'|'.join(WRITERS)}}} FOLDER")
     print(WRITERS[argv[0]](Path(argv[1])))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -57,6 +58,11 @@ def test_flags_override_the_file(project):
         (MINIMAL + '\n[data]\nformat = "xlsx"\n', "[data] format: Input should be 'csv', 'parquet' or 'tfrecord'"),
         (MINIMAL.replace('"penguins"', '"../escape"'), "model_name: String should match pattern"),
         ("model_name = \n", "is not valid TOML"),
+        (MINIMAL + '\n[monitoring]\non_drift = "halt"\n', "[monitoring] on_drift: Input should be 'warn' or 'stop'"),
+        (
+            MINIMAL + "\n[monitoring.thresholds]\nisland = 2\n",
+            "threshold for 'island' must be greater than 0 and at most 1",
+        ),
     ],
 )
 def test_bad_project_files_are_one_line_naming_the_setting(project, text, message):
@@ -72,6 +78,7 @@ def test_bad_project_files_are_one_line_naming_the_setting(project, text, messag
     [
         ('\n[evaluation]\nslices = ["colony"]\n', "[evaluation] slices names column 'colony', which is not in"),
         ('\n[evaluation]\nmetric = "rmse"\n', "metric 'rmse' does not apply to multiclass problems"),
+        ("\n[monitoring.thresholds]\ncolony = 0.2\n", "[monitoring.thresholds] names column 'colony', which is not in"),
         ('\n[label]\ncolumn = "body_mass_g"\nproblem = "binary"\n', None),
     ],
 )
@@ -138,3 +145,25 @@ def test_beam_workers_get_this_project_unless_the_arguments_name_what_they_insta
     assert settings.SETUP_FILE.is_file()
     own = ("--runner=DataflowRunner", "--extra_package=dist/tfxp.tar.gz")
     assert settings.resolve(_load(project), project, beam_args=own).beam_args == own
+
+
+def test_drift_nodes_are_wired_only_with_a_baseline_and_take_thresholds_from_the_project(project):
+    from pipeline import drift, monitoring
+
+    resolved = settings.resolve(_load(project, **{"monitoring.thresholds": {"body_mass_g": 0.3}}), project)
+    assert nodes.DISTRIBUTION_VALIDATOR not in _components(resolved)  # a first run compares with nothing
+    with_baseline = dataclasses.replace(resolved, drift_baseline=monitoring.Baseline(42, 1, "span 1"))
+    components = _components(with_baseline)
+    resolver = components[nodes.DRIFT_BASELINE_RESOLVER]
+    assert resolver.exec_properties == {"resolver_class": drift.StatisticsById, "source_uri": {"statistics_id": 42}}
+    assert nodes.DRIFT_GATE in {n.id for n in components[nodes.TRANSFORM].upstream_nodes}  # it stops Transform
+    comparators = {
+        f.path.step[0]: f.distribution_comparator
+        for f in drift.validator_config(with_baseline).default_slice_config.feature
+    }
+    assert set(comparators) == {f.name for f in resolved.schema.feature}  # every input and the label
+    assert comparators["island"].infinity_norm.threshold == 0.1  # strings: L-infinity at the default
+    assert comparators["flipper_length_mm"].jensen_shannon_divergence.threshold == 0.1  # numbers: Jensen-Shannon
+    assert comparators["body_mass_g"].jensen_shannon_divergence.threshold == 0.3  # the per-column override
+    rows = drift.validator_config(with_baseline).default_slice_config.num_examples_comparator
+    assert (rows.min_fraction_threshold, rows.max_fraction_threshold) == (0.5, 2.0)
