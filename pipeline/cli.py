@@ -599,9 +599,9 @@ def monitor(config_file, output, requests_path):
     """
     from pipeline import monitoring, registry
 
-    project, folder, store = _serving(config_file, output)
     if not requests_path.exists():
         _fail(f"no such file or folder: {requests_path}", EXIT_BAD_INPUT)
+    _, folder, store = _serving(config_file, output)
     version = folder.served()
     if version is None:
         _fail(f"nothing serves yet in {folder.model_dir}; push a model with `tfxp run` first", EXIT_BAD_INPUT)
@@ -609,14 +609,18 @@ def monitor(config_file, output, requests_path):
     if served is None:
         _fail(f"no training statistics are recorded for version {version}, which serves now", EXIT_BAD_INPUT)
     _, training = served
+    try:
+        training_statistics = monitoring.training_statistics(training)
+    except monitoring.StatisticsError as error:
+        _fail(str(error), EXIT_BAD_INPUT)
     settings = _load(config_file, {"output": _absolute(output)})
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter, before TFDV imports it
     warnings.simplefilter("ignore")
     from pipeline import request_logs, skew
 
     try:
-        found = skew.check(settings, training.uri, requests_path)
-    except (request_logs.RequestLogError, skew.SkewError) as error:
+        found = skew.check(settings, training_statistics, requests_path)
+    except request_logs.RequestLogError as error:
         _fail(str(error), EXIT_BAD_INPUT)
     checked_at = datetime.datetime.now()
     execution_id = monitoring.record_skew_check(

@@ -177,6 +177,22 @@ def skew_of(anomalies: anomalies_pb2.Anomalies) -> Skew:
     return Skew(distances(anomalies, skew=True), missing, unexpected, invalid)
 
 
+TRAINING_SPLIT = "train"  # what the model learned from; the eval split only judged it
+
+
+class StatisticsError(RuntimeError):
+    """Statistics recorded in MLMD are no longer on disk; the message says where they should be."""
+
+
+def training_statistics(statistics: metadata_store_pb2.Artifact) -> statistics_pb2.DatasetFeatureStatisticsList:
+    """StatisticsGen's statistics of the training split of an ExampleStatistics artifact."""
+    path = splits.split_file(statistics.uri, TRAINING_SPLIT, splits.STATISTICS_FILE)
+    try:
+        return statistics_pb2.DatasetFeatureStatisticsList.FromString(path.read_bytes())
+    except OSError as error:
+        raise StatisticsError(f"no training statistics at {path}: {error.strerror or error}") from None
+
+
 SKEW_CHECK = "SkewCheck"  # execution type of a `tfxp monitor`
 ANOMALIES = "ExampleAnomalies"
 SERVING_SPLIT = "serving"  # the split name of the requests' statistics and anomalies

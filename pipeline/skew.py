@@ -13,15 +13,10 @@ import tensorflow_data_validation as tfdv
 from tensorflow_data_validation.statistics import stats_impl
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
-from pipeline import monitoring, request_logs, splits
+from pipeline import monitoring, request_logs
 from pipeline.settings import Settings
 
 TRAINING, SERVING = "TRAINING", "SERVING"  # schema environments: the label is in training data only
-TRAINING_SPLIT = "train"  # what the model learned from; the eval split only judged it
-
-
-class SkewError(RuntimeError):
-    """The training statistics to compare with cannot be read; the message says where they should be."""
 
 
 def skew_schema(settings: Settings) -> schema_pb2.Schema:
@@ -43,15 +38,6 @@ def skew_schema(settings: Settings) -> schema_pb2.Schema:
             feature.skew_comparator.jensen_shannon_divergence.threshold = threshold
         feature.presence.min_count = max(feature.presence.min_count, 1)
     return schema
-
-
-def training_statistics(uri: str) -> statistics_pb2.DatasetFeatureStatisticsList:
-    """StatisticsGen's statistics of the training split, under an ExampleStatistics artifact's uri."""
-    path = splits.split_file(uri, TRAINING_SPLIT, splits.STATISTICS_FILE)
-    try:
-        return statistics_pb2.DatasetFeatureStatisticsList.FromString(path.read_bytes())
-    except OSError as error:
-        raise SkewError(f"no training statistics at {path}: {error.strerror or error}") from None
 
 
 def request_statistics(requests: request_logs.Requests) -> statistics_pb2.DatasetFeatureStatisticsList:
@@ -104,9 +90,8 @@ class Comparison:
     anomalies: anomalies_pb2.Anomalies
 
 
-def check(settings: Settings, training_uri: str, requests_path: Path) -> Comparison:
-    """Profiles the requests under `requests_path` and compares them with the training split under `training_uri`."""
-    training = training_statistics(training_uri)
+def check(settings: Settings, training: statistics_pb2.DatasetFeatureStatisticsList, requests_path: Path) -> Comparison:
+    """Profiles the requests under `requests_path` and compares them with the model's training statistics."""
     requests = request_logs.read_requests(requests_path, settings.example_column_types)
     serving = request_statistics(requests)
     return Comparison(requests, serving, compare(training, serving, skew_schema(settings)))
