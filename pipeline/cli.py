@@ -24,7 +24,7 @@ from pipeline import config, nodes
 from pipeline import settings as settings_module
 
 if TYPE_CHECKING:  # init's module imports TFDV; the CLI loads it only when init runs
-    from pipeline import starter
+    from pipeline import monitoring, starter
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -595,7 +595,8 @@ def reject(config_file, output, model_id, note):
 def monitor(config_file, output, requests_path):
     """Compare what was sent to the server with the serving model's training statistics (training/serving skew).
 
-    Exits 6 when a feature's distance crosses its [monitoring] threshold, or a model input is missing.
+    Exits 6 when a feature's distance crosses its [monitoring] threshold, a model input is missing, or values break
+    the schema.
     """
     from pipeline import monitoring, registry
 
@@ -645,8 +646,8 @@ def monitor(config_file, output, requests_path):
     console.print(f"Unexpected: {escape(', '.join(result.unexpected) or 'none')}")
     for line in result.invalid:
         console.print(f"Invalid: {escape(line)}")
-    crossed = ", ".join(f.feature for f in result.crossed)
     if result.skewed:
+        crossed = ", ".join(f.feature for f in result.crossed)
         why = [f"{len(result.crossed)} crossed ({crossed})" if result.crossed else ""]
         why += [f"{len(result.missing)} missing" if result.missing else ""]
         why += [f"{len(result.invalid)} invalid" if result.invalid else ""]
@@ -657,7 +658,7 @@ def monitor(config_file, output, requests_path):
     sys.exit(EXIT_THRESHOLD_CROSSED if result.skewed else EXIT_OK)
 
 
-def _skew_table(result) -> Table:
+def _skew_table(result: monitoring.Skew) -> Table:
     """One row per monitored feature: the distance TFDV measured, its threshold, and whether it crossed."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for heading in ("feature", "distance", "value", "threshold", ""):
