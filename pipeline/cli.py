@@ -24,7 +24,7 @@ from pipeline import config, nodes
 from pipeline import settings as settings_module
 
 if TYPE_CHECKING:  # init's module imports TFDV; the CLI loads it only when init runs
-    from pipeline import starter
+    from pipeline import monitoring, starter
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -613,3 +613,92 @@ def reject(config_file, output, model_id, note):
     except approval.ApprovalError as error:
         _fail(f"{error}; nothing changed", EXIT_BAD_INPUT)
     Console(highlight=False, soft_wrap=True).print(f"Rejected model {model_id}; it will not be pushed.")
+
+
+@main.command()
+@_config_option
+@_output_option
+@click.option(
+    "--requests",
+    "requests_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="TF Serving request log (TFRecord of PredictionLog), CSV or Parquet of request rows, or a folder of them.",
+)
+def monitor(config_file, output, requests_path):
+    """Compare what was sent to the server with the serving model's training statistics (training/serving skew).
+
+    Exits 6 when a feature's distance crosses its [monitoring] threshold, a model input is missing, or values break
+    the schema.
+    """
+    from pipeline import monitoring, registry
+
+    if not requests_path.exists():
+        _fail(f"no such file or folder: {requests_path}", EXIT_BAD_INPUT)
+    _, folder, store = _serving(config_file, output)
+    version = folder.served()
+    if version is None:
+        _fail(f"nothing serves yet in {folder.model_dir}; push a model with `tfxp run` first", EXIT_BAD_INPUT)
+    served = monitoring.serving_statistics(store, folder)
+    if served is None:
+        _fail(f"no training statistics are recorded for version {version}, which serves now", EXIT_BAD_INPUT)
+    _, training = served
+    try:
+        training_statistics = monitoring.training_statistics(training)
+    except monitoring.StatisticsError as error:
+        _fail(str(error), EXIT_BAD_INPUT)
+    settings = _load(config_file, {"output": _absolute(output)})
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter, before TFDV imports it
+    warnings.simplefilter("ignore")
+    from pipeline import request_logs, skew
+
+    try:
+        found = skew.check(settings, training_statistics, requests_path)
+    except request_logs.RequestLogError as error:
+        _fail(str(error), EXIT_BAD_INPUT)
+    checked_at = datetime.datetime.now()
+    execution_id = monitoring.record_skew_check(
+        store,
+        settings.pipeline_name,
+        settings.paths.output_root / "monitoring" / f"skew-{checked_at:%Y%m%d-%H%M%S-%f}",
+        requests_path.absolute(),
+        registry.served_model_id(store, version),
+        training,
+        found.statistics,
+        found.anomalies,
+    )
+    result = monitoring.skew_of(found.anomalies)
+    console = Console(highlight=False, soft_wrap=True)
+    files = len(found.requests.files)
+    console.print(
+        f"{found.requests.rows} request rows from {files} file{'s' if files > 1 else ''} in {requests_path}, "
+        f"compared with the training statistics of version {version} (serving now)"
+    )
+    console.print(_skew_table(result))
+    console.print(f"Missing: {escape(', '.join(result.missing) or 'none')}")
+    console.print(f"Unexpected: {escape(', '.join(result.unexpected) or 'none')}")
+    for line in result.invalid:
+        console.print(f"Invalid: {escape(line)}")
+    if result.skewed:
+        crossed = ", ".join(f.feature for f in result.crossed)
+        why = [f"{len(result.crossed)} crossed ({crossed})" if result.crossed else ""]
+        why += [f"{len(result.missing)} missing" if result.missing else ""]
+        why += [f"{len(result.invalid)} invalid" if result.invalid else ""]
+        console.print(f"[bold red]Skewed:[/] {escape('; '.join(w for w in why if w))}.")
+    else:
+        console.print("[bold green]No skew:[/] every distance is within its threshold.")
+    console.print(f"Recorded in ML Metadata as SkewCheck {execution_id}.")
+    sys.exit(EXIT_THRESHOLD_CROSSED if result.skewed else EXIT_OK)
+
+
+def _skew_table(result: monitoring.Skew) -> Table:
+    """One row per monitored feature: the distance TFDV measured, its threshold, and whether it crossed."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for heading in ("feature", "distance", "value", "threshold", ""):
+        table.add_column(heading, no_wrap=True)
+    for finding in result.distances:
+        verdict = "[bold red]crossed[/]" if finding.value > finding.threshold else "ok"
+        table.add_row(
+            escape(finding.feature), finding.distance, f"{finding.value:.3f}", f"{finding.threshold:g}", verdict
+        )
+    return table

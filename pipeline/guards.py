@@ -10,8 +10,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 from tfx.v1.dsl.components import InputArtifact, component
 
-ANOMALIES_FILE = "SchemaDiff.pb"  # what ExampleValidator writes per split
-STATISTICS_FILE = "FeatureStats.pb"  # what StatisticsGen writes per split
+from pipeline.splits import ANOMALIES_FILE, STATISTICS_FILE
 
 
 class DataAnomaliesError(RuntimeError):

@@ -6,15 +6,16 @@ Reads ML Metadata, the serving folder and anomalies protos only: the CLI calls i
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import re
 from pathlib import Path
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 
-from pipeline import lineage, registry, serving
+from pipeline import lineage, registry, serving, splits
 
 STATISTICS = "ExampleStatistics"
 DISTANCE_NAMES = {"L_INFTY": "L-infinity", "JENSEN_SHANNON_DIVERGENCE": "Jensen-Shannon"}
@@ -128,7 +129,7 @@ def crossed(anomalies: anomalies_pb2.Anomalies, split: str = "", skew: bool = Fa
 
 
 def _row_count_text(reason: anomalies_pb2.AnomalyInfo.Reason) -> str:
-    """"0.09× the baseline's rows, below the bound 0.5" from TFDV's sentence, or the sentence itself."""
+    """ "0.09× the baseline's rows, below the bound 0.5" from TFDV's sentence, or the sentence itself."""
     match = ROW_RATIO.search(reason.description)
     if match is None:
         return reason.description or reason.short_description
@@ -137,7 +138,6 @@ def _row_count_text(reason: anomalies_pb2.AnomalyInfo.Reason) -> str:
 
 
 SPLIT_PAIR = "SplitPair-"  # DistributionValidator's folder per compared (split, baseline split)
-ANOMALIES_FILE = "SchemaDiff.pb"
 
 
 def read_comparisons(uri: str, split_names: str) -> dict[str, anomalies_pb2.Anomalies]:
@@ -146,7 +146,7 @@ def read_comparisons(uri: str, split_names: str) -> dict[str, anomalies_pb2.Anom
     found = {}
     for pair in json.loads(split_names or "[]"):
         split, _, baseline = pair.partition("_")
-        path = Path(uri) / f"{SPLIT_PAIR}{pair}" / ANOMALIES_FILE
+        path = Path(uri) / f"{SPLIT_PAIR}{pair}" / splits.ANOMALIES_FILE
         found[split if split == baseline else pair] = anomalies_pb2.Anomalies.FromString(path.read_bytes())
     return found
 
@@ -182,3 +182,177 @@ def summarize(findings: list[Finding]) -> list[str]:
         values = ", ".join(f"{f.value:.3f}" + (f" ({f.split})" if f.split else "") for f in found)
         measured.append(f"{feature}: {found[0].distance} {values}; threshold {found[0].threshold:g}")
     return measured + lines
+
+
+MISSING_REASONS = (anomalies_pb2.AnomalyInfo.SCHEMA_MISSING_COLUMN,)  # TFDV: "Column dropped"
+# "New column", and a column outside its environment, such as the label in requests.
+UNEXPECTED_REASONS = (anomalies_pb2.AnomalyInfo.SCHEMA_NEW_COLUMN,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Skew:
+    """What comparing serving requests with the training statistics found, read from one Anomalies proto."""
+
+    distances: list[Finding]  # every monitored feature's, crossed or not
+    missing: list[str]  # model inputs the requests never carried
+    unexpected: list[str]  # columns the schema does not expect in serving: reported, never alerted on
+    invalid: list[str]  # "feature: what is wrong", for values the schema forbids
+
+    @property
+    def crossed(self) -> list[Finding]:
+        """The distances past their threshold."""
+        return [f for f in self.distances if f.value > f.threshold]
+
+    @property
+    def skewed(self) -> bool:
+        """Whether a scheduler should alert: a distance crossed, an input missing, or values the model cannot use."""
+        return bool(self.crossed or self.missing or self.invalid)
+
+    @property
+    def verdict(self) -> str:
+        return "skewed" if self.skewed else "ok"
+
+
+def is_comparator(reason: anomalies_pb2.AnomalyInfo.Reason) -> bool:
+    """Whether TFDV found this by comparing two datasets (drift, skew, row counts), not against the schema."""
+    return anomalies_pb2.AnomalyInfo.Type.Name(reason.type).startswith("COMPARATOR_")
+
+
+def skew_of(anomalies: anomalies_pb2.Anomalies) -> Skew:
+    """Sorts TFDV's findings on serving requests into distances, missing and unexpected columns, and the rest."""
+    missing, unexpected, invalid = [], [], []
+    for feature, info in sorted(anomalies.anomaly_info.items()):
+        for reason in info.reason:
+            if reason.type in MISSING_REASONS:
+                missing.append(feature)
+            elif reason.type in UNEXPECTED_REASONS:
+                unexpected.append(feature)
+            elif not is_comparator(reason):  # a crossed distance, which `distances` reports
+                invalid.append(f"{feature}: {reason.short_description} ({reason.description})")
+    if anomalies.HasField("dataset_anomaly_info"):
+        info = anomalies.dataset_anomaly_info
+        invalid.append(f"whole dataset: {info.short_description} ({info.description})")
+    return Skew(distances(anomalies, skew=True), missing, unexpected, invalid)
+
+
+TRAINING_SPLIT = "train"  # what the model learned from; the eval split only judged it
+
+
+class StatisticsError(RuntimeError):
+    """Statistics recorded in MLMD are no longer on disk; the message says where they should be."""
+
+
+def training_statistics(statistics: metadata_store_pb2.Artifact) -> statistics_pb2.DatasetFeatureStatisticsList:
+    """StatisticsGen's statistics of the training split of an ExampleStatistics artifact."""
+    path = splits.split_file(statistics.uri, TRAINING_SPLIT, splits.STATISTICS_FILE)
+    try:
+        return statistics_pb2.DatasetFeatureStatisticsList.FromString(path.read_bytes())
+    except OSError as error:
+        raise StatisticsError(f"no training statistics at {path}: {error.strerror or error}") from None
+
+
+SKEW_CHECK = "SkewCheck"  # execution type of a `tfxp monitor`
+ANOMALIES = "ExampleAnomalies"
+SERVING_SPLIT = "serving"  # the split name of the requests' statistics and anomalies
+# Event keys, as TFX names a component's inputs and outputs: the served model and its training statistics in,
+# the requests' statistics and TFDV's findings out.
+MODEL_KEY, TRAINING_STATISTICS_KEY, STATISTICS_KEY, ANOMALIES_KEY = (
+    "model",
+    "training_statistics",
+    "statistics",
+    "anomalies",
+)
+
+
+def _split_artifact(store: metadata_store.MetadataStore, type_name: str, uri: Path) -> metadata_store_pb2.Artifact:
+    """A new artifact of one of TFX's split types, holding the serving split, as StatisticsGen would record it."""
+    artifact = metadata_store_pb2.Artifact(type_id=store.get_artifact_type(type_name).id, uri=str(uri))
+    artifact.properties["split_names"].string_value = splits.encode_split_names([SERVING_SPLIT])
+    artifact.state = metadata_store_pb2.Artifact.LIVE
+    return artifact
+
+
+def record_skew_check(
+    store: metadata_store.MetadataStore,
+    pipeline_name: str,
+    folder: Path,
+    requests: Path,
+    model_id: int,
+    training_statistics: metadata_store_pb2.Artifact,
+    statistics: statistics_pb2.DatasetFeatureStatisticsList,
+    anomalies: anomalies_pb2.Anomalies,
+) -> int:
+    """Writes the requests' statistics and TFDV's findings under `folder` in StatisticsGen's and ExampleValidator's
+    layout, and records the check in MLMD, linked to the served model and its training statistics; returns its id.
+    """
+    outputs = {STATISTICS_KEY: (STATISTICS, splits.STATISTICS_FILE), ANOMALIES_KEY: (ANOMALIES, splits.ANOMALIES_FILE)}
+    written = {STATISTICS_KEY: statistics, ANOMALIES_KEY: anomalies}
+    artifacts = {}
+    for key, (type_name, file_name) in outputs.items():
+        path = splits.split_file(folder / key, SERVING_SPLIT, file_name)
+        path.parent.mkdir(parents=True)
+        path.write_bytes(written[key].SerializeToString())
+        artifacts[key] = _split_artifact(store, type_name, folder / key)
+    skew = skew_of(anomalies)
+    context = registry.pipeline_context(store, pipeline_name)
+    kind = registry.execution_type(store, SKEW_CHECK, ("rows", "crossed"), ("requests", "verdict"))
+    execution = metadata_store_pb2.Execution(type_id=kind, last_known_state=metadata_store_pb2.Execution.COMPLETE)
+    execution.properties["requests"].string_value = str(requests)
+    execution.properties["rows"].int_value = sum(dataset.num_examples for dataset in statistics.datasets)
+    execution.properties["verdict"].string_value = skew.verdict
+    execution.properties["crossed"].int_value = len(skew.crossed)
+    [model] = store.get_artifacts_by_id([model_id])
+    links = [
+        (model, metadata_store_pb2.Event(type=metadata_store_pb2.Event.INPUT, path=registry.event_path(MODEL_KEY))),
+        (
+            training_statistics,
+            metadata_store_pb2.Event(
+                type=metadata_store_pb2.Event.INPUT, path=registry.event_path(TRAINING_STATISTICS_KEY)
+            ),
+        ),
+        *(
+            (artifact, metadata_store_pb2.Event(type=metadata_store_pb2.Event.OUTPUT, path=registry.event_path(key)))
+            for key, artifact in artifacts.items()
+        ),
+    ]
+    execution_id, _, _ = store.put_execution(execution, links, [context])
+    return execution_id
+
+
+@dataclasses.dataclass(frozen=True)
+class SkewCheck:
+    """The newest `tfxp monitor`, as MLMD recorded it."""
+
+    at: datetime.datetime
+    requests: str  # the path it read
+    rows: int
+    verdict: str  # "ok" or "skewed"
+    crossed: list[Finding]  # the distances past their threshold
+    missing: list[str]  # model inputs the requests never carried
+    model_id: int  # the model serving when it ran
+
+
+def last_skew_check(store: metadata_store.MetadataStore) -> SkewCheck | None:
+    """The newest recorded skew check, or None if `tfxp monitor` never ran against this output folder."""
+    try:
+        executions = store.get_executions_by_type(SKEW_CHECK)
+    except Exception:  # noqa: BLE001  (the type does not exist until the first check)
+        return None
+    if not executions:
+        return None
+    newest = max(executions, key=lambda e: e.id)
+    events = store.get_events_by_execution_ids([newest.id])
+    by_key = {e.path.steps[0].key: e.artifact_id for e in events if e.path.steps}
+    [anomalies_artifact] = store.get_artifacts_by_id([by_key[ANOMALIES_KEY]])
+    path = splits.split_file(anomalies_artifact.uri, SERVING_SPLIT, splits.ANOMALIES_FILE)
+    skew = skew_of(anomalies_pb2.Anomalies.FromString(path.read_bytes()))
+    properties = newest.properties
+    return SkewCheck(
+        at=registry.when(newest.create_time_since_epoch),
+        requests=properties["requests"].string_value,
+        rows=properties["rows"].int_value,
+        verdict=properties["verdict"].string_value,
+        crossed=skew.crossed,
+        missing=skew.missing,
+        model_id=by_key[MODEL_KEY],
+    )

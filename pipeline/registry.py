@@ -116,15 +116,16 @@ def pushed_versions(store: metadata_store.MetadataStore, folder: serving.Serving
     return sorted(found, key=lambda v: v.version, reverse=True)
 
 
-def _pipeline_context(store: metadata_store.MetadataStore, pipeline_name: str) -> metadata_store_pb2.Context:
+def pipeline_context(store: metadata_store.MetadataStore, pipeline_name: str) -> metadata_store_pb2.Context:
+    """The pipeline's MLMD context, which every record of a decision or check outside a run joins."""
     context = store.get_context_by_type_and_name(PIPELINE, pipeline_name)
     if context is None:
         raise RegistryError(f"nothing was ever run for {pipeline_name!r} in this output folder; run `tfxp run` first")
     return context
 
 
-def _execution_type(store: metadata_store.MetadataStore, name: str, ints: tuple, strings: tuple) -> int:
-    """Registers (or finds) an execution type for a decision made outside the pipeline."""
+def execution_type(store: metadata_store.MetadataStore, name: str, ints: tuple, strings: tuple) -> int:
+    """Registers (or finds) an execution type for a decision or check made outside the pipeline."""
     kind = metadata_store_pb2.ExecutionType(name=name)
     for prop in ints:
         kind.properties[prop] = metadata_store_pb2.INT
@@ -154,8 +155,8 @@ def record_rollback(
     reason: str,
 ) -> None:
     """Records who changed the served version, when, from which to which, and why; linked to both versions."""
-    context = _pipeline_context(store, pipeline_name)
-    kind = _execution_type(store, ROLLBACK, ("from_version", "to_version"), ("reason", "user", "action"))
+    context = pipeline_context(store, pipeline_name)
+    kind = execution_type(store, ROLLBACK, ("from_version", "to_version"), ("reason", "user", "action"))
     execution = metadata_store_pb2.Execution(type_id=kind)
     execution.last_known_state = metadata_store_pb2.Execution.COMPLETE
     execution.properties["action"].string_value = action
@@ -297,8 +298,8 @@ def record_decision(
 ) -> None:
     """Records who decided what about a held model, when and why; an approval also records the version it pushed
     as a PushedModel artifact, so the registry lists it like any other push."""
-    context = _pipeline_context(store, pipeline_name)
-    kind = _execution_type(store, APPROVAL, ("model_id", "version"), ("decision", "user", "note"))
+    context = pipeline_context(store, pipeline_name)
+    kind = execution_type(store, APPROVAL, ("model_id", "version"), ("decision", "user", "note"))
     execution = metadata_store_pb2.Execution(type_id=kind)
     execution.last_known_state = metadata_store_pb2.Execution.COMPLETE
     execution.properties["model_id"].int_value = held.model.id
@@ -306,7 +307,7 @@ def record_decision(
     execution.properties["user"].string_value = getpass.getuser()
     execution.properties["note"].string_value = note
     links = [
-        (artifact, metadata_store_pb2.Event(type=metadata_store_pb2.Event.INPUT, path=_key(key)))
+        (artifact, metadata_store_pb2.Event(type=metadata_store_pb2.Event.INPUT, path=event_path(key)))
         for key, artifact in (
             ("model", held.model),
             ("model_blessing", held.model_blessing),
@@ -325,11 +326,11 @@ def record_decision(
         pushed.custom_properties["pushed_destination"].string_value = str(push.path)
         pushed.custom_properties["removed_versions"].string_value = ",".join(map(str, push.removed))
         links.append(
-            (pushed, metadata_store_pb2.Event(type=metadata_store_pb2.Event.OUTPUT, path=_key("pushed_model")))
+            (pushed, metadata_store_pb2.Event(type=metadata_store_pb2.Event.OUTPUT, path=event_path("pushed_model")))
         )
     store.put_execution(execution, links, [context])
 
 
-def _key(name: str) -> metadata_store_pb2.Event.Path:
+def event_path(name: str) -> metadata_store_pb2.Event.Path:
     """An event path naming the input or output key, as TFX records them (lineage reads them back)."""
     return metadata_store_pb2.Event.Path(steps=[metadata_store_pb2.Event.Path.Step(key=name)])

@@ -253,7 +253,17 @@ def test_every_command_has_help():
         ["--help"],
         *(
             [command, "--help"]
-            for command in ("init", "run", "tensorboard", "models", "rollback", "pending", "approve", "reject")
+            for command in (
+                "init",
+                "run",
+                "tensorboard",
+                "models",
+                "rollback",
+                "pending",
+                "approve",
+                "reject",
+                "monitor",
+            )
         ),
     ):
         result = run_tfxp(*args)
