@@ -702,3 +702,19 @@ def _skew_table(result: monitoring.Skew) -> Table:
             escape(finding.feature), finding.distance, f"{finding.value:.3f}", f"{finding.threshold:g}", verdict
         )
     return table
+
+
+@main.command()
+@_config_option
+@_output_option
+def status(config_file, output):
+    """Say what serves, on which span and how old; whether a newer span waits; and the last drift and skew checks."""
+    from pipeline import status as status_module
+
+    project, folder, _ = _serving(config_file, output)
+    data_root = (config_file.absolute().parent / project.data.path).absolute()
+    found = status_module.read_status(project, data_root, folder.root.parent, datetime.datetime.now())
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(f"[bold]{escape(project.model_name)}[/] in {folder.root.parent}")
+    status_module.render(found, project, console)
+    sys.exit(EXIT_THRESHOLD_CROSSED if status_module.stale(found, project) else EXIT_OK)

@@ -127,3 +127,25 @@ def test_lineage_links_the_comparison_to_both_spans_statistics(spans):
     comparisons = monitoring.read_comparisons(anomalies.uri, anomalies.properties["split_names"].string_value)
     assert set(comparisons) == {"train", "eval"}
     assert {f.feature for f in monitoring.drift_findings(comparisons)} == DRIFTED
+
+
+def test_status_tells_the_story(spans, tmp_path):
+    result = run_tfxp("status", "--config", str(spans.folder / "tfxp.toml"))
+    assert result.code == 0, result.stdout + result.stderr
+    out = " ".join(result.stdout.split())
+    newest = spans.versions()[-1]
+    assert f"Serving: version {newest} (the latest), model" in out and "trained on span 3" in out
+    assert "newest span 4 has not been trained on" in out
+    assert "Drift: span 4 against span 3" in out and "(the run was stopped)" in out
+    assert "row count: 0." in out and "temperature: Jensen-Shannon" in out
+    assert "Skew: serving traffic never checked" in out
+
+
+def test_status_exits_6_when_the_serving_model_is_older_than_allowed(spans):
+    config_file = spans.folder / "tfxp.toml"
+    text = config_file.read_text()
+    aged = spans.folder / "aged.toml"
+    aged.write_text(text.replace("[monitoring]", "[monitoring]\nmax_model_age_days = 0.00001", 1))
+    result = run_tfxp("status", "--config", str(aged))
+    assert result.code == 6, result.stdout + result.stderr
+    assert "Stale: the serving model is" in result.stdout and "more than max_model_age_days = 1e-05" in result.stdout
