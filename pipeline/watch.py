@@ -35,9 +35,9 @@ def parse_duration(text: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """`0.8 s`, `42 s`, `4 m 12 s` or `1 h 3 m`: as precise as a person reading a log needs."""
+    """`5 s`, `0.8 s`, `42 s`, `4 m 12 s` or `1 h 3 m`: as precise as a person reading a log needs."""
     if seconds < 10:
-        return f"{seconds:.1f} s"
+        return f"{seconds:.2g} s"
     whole = round(seconds)
     if whole < 60:
         return f"{whole} s"
