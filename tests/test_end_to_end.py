@@ -253,7 +253,7 @@ def test_every_command_has_help():
         ["--help"],
         *(
             [command, "--help"]
-            for command in ("init", "run", "tensorboard", "models", "rollback", "pending", "approve", "reject")
+            for command in ("init", "run", "watch", "tensorboard", "models", "rollback", "pending", "approve", "reject")
         ),
     ):
         result = run_tfxp(*args)
