@@ -7,7 +7,9 @@ import datetime
 import os
 import shutil
 import signal
+import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -20,7 +22,7 @@ from rich.table import Table
 
 from models import features
 from models.features import Problem
-from pipeline import config, nodes
+from pipeline import config, nodes, watch
 from pipeline import settings as settings_module
 
 if TYPE_CHECKING:  # init's module imports TFDV; the CLI loads it only when init runs
@@ -34,6 +36,16 @@ EXIT_NOT_SERVABLE = 4
 EXIT_AWAITING_APPROVAL = 5
 EXIT_THRESHOLD_CROSSED = 6  # drift stopped a run, serving traffic is skewed, or the serving model is too old
 EXIT_INTERRUPTED = 130
+EXIT_MEANINGS = {  # what `tfxp watch` says of each run's exit code; the README's table says the same
+    EXIT_OK: "ok, blessed and pushed",
+    EXIT_FAILED: "failed",
+    EXIT_BAD_INPUT: "bad input, nothing was run",
+    EXIT_NOT_BLESSED: "not blessed, nothing pushed",
+    EXIT_NOT_SERVABLE: "not servable, nothing pushed",
+    EXIT_AWAITING_APPROVAL: "blessed, awaiting approval (tfxp pending)",
+    EXIT_THRESHOLD_CROSSED: "a monitoring threshold was crossed",
+    EXIT_INTERRUPTED: "interrupted",
+}
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -718,3 +730,124 @@ def status(config_file, output):
     console.print(f"[bold]{escape(project.model_name)}[/] in {folder.root.parent}")
     status_module.render(found, project, console)
     sys.exit(EXIT_THRESHOLD_CROSSED if status_module.stale(found, project) else EXIT_OK)
+
+
+class _Duration(click.ParamType):
+    """`30s`, `5m`, `1h` or a number of seconds, as seconds."""
+
+    name = "DURATION"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        try:
+            return watch.parse_duration(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+def _meaning(code: int) -> str:
+    """What a `tfxp run` exit code means, for the watcher's one-line report."""
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return EXIT_MEANINGS.get(code, "failed")
+
+
+class _ChildRuns:
+    """Runs `tfxp run --span N` in a child process, so a crash or leak of one run cannot take the watcher down.
+
+    A stop request reaches the run as Ctrl-C: it stops at its next safe point, and TFX keeps the finished
+    components cached. One that has not stopped STOP_GRACE seconds later is killed.
+    """
+
+    STOP_GRACE = 60.0  # under systemd's default TimeoutStopSec (90 s), so the watcher still exits on its own
+
+    def __init__(self, run_args: list[str], say):
+        self.run_args = run_args
+        self.say = say
+        self._process: subprocess.Popen | None = None
+        self._interrupted_at: float | None = None
+
+    def __call__(self, span: int) -> int:
+        # Its own process group: a Ctrl-C in the terminal reaches the watcher only, which passes it on once.
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "run", *self.run_args, "--span", str(span)],
+            stdin=subprocess.DEVNULL,
+            process_group=0,
+        )
+        try:
+            while True:
+                try:
+                    return self._process.wait(timeout=1)
+                except subprocess.TimeoutExpired:
+                    if self._interrupted_at and time.monotonic() - self._interrupted_at > self.STOP_GRACE:
+                        self.say(
+                            f"the run of span {span} did not stop {self.STOP_GRACE:.0f} s after Ctrl-C; killing it"
+                        )
+                        self._process.kill()
+        finally:
+            self._process = None
+
+    def interrupt(self) -> None:
+        """Passes a stop request on to the run in progress, if any, as Ctrl-C."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            self._interrupted_at = self._interrupted_at or time.monotonic()
+            process.send_signal(signal.SIGINT)
+
+
+@main.command(name="watch")
+@_config_option
+@_output_option
+@click.option(
+    "--interval",
+    type=_Duration(),
+    default="60s",
+    show_default=True,
+    help="How often to look at the data folder (30s, 5m, 1h), and how long a span without _SUCCESS must stay unchanged.",
+)
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Look once (and again one interval later if the newest span has no _SUCCESS), run the newest complete "
+    "span, and exit with tfxp run's code (0 if nothing is complete): for cron.",
+)
+def watch_spans(config_file, output, interval, once):
+    """Run the pipeline on each new span as soon as it is complete; Ctrl-C or SIGTERM stops it."""
+    settings = _load(config_file, {"output": _absolute(output)})
+    data_root, pattern = settings.paths.data_root, settings.project.data.file_pattern
+    if not settings.spans and any(data_root.glob(pattern)):
+        _fail(
+            f"{data_root} holds {pattern} files directly; tfxp watch runs span-<N>/ folders. "
+            "Move the files into span-1/, or use tfxp run.",
+            EXIT_BAD_INPUT,
+        )
+    console = Console(highlight=False, soft_wrap=True)
+
+    def say(line: str) -> None:
+        console.print(f"[dim]{datetime.datetime.now():%H:%M:%S}[/] {escape(line)}")
+
+    run_args = ["--config", str(config_file.absolute())] + (["--output", _absolute(output)] if output else [])
+    runs = _ChildRuns(run_args, say)
+    watcher = watch.Watcher(data_root, pattern, interval, runs, say, _meaning)
+
+    def on_signal(signum, frame):
+        watcher.stop()
+        runs.interrupt()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    every = watch.format_duration(interval)
+    try:
+        with watch.lock(settings.paths.output_root):
+            if once:
+                run = watcher.once()
+                sys.exit(EXIT_OK if run is None else EXIT_FAILED if run.code is None else run.code)
+            say(
+                f"Watching {data_root} for span-<N>/ folders every {every} (Ctrl-C to stop). A span is complete when "
+                f"it has a {watch.MARKER} file, or when its files are unchanged for {every}; the newest complete one runs."
+            )
+            watcher.watch()
+    except watch.AlreadyWatching as error:
+        _fail(f"{error}; stop it first", EXIT_BAD_INPUT)
+    say("Stopped watching.")

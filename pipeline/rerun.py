@@ -31,11 +31,17 @@ def _code_files() -> list[Path]:
     return sorted(p for package in (pipeline, models) for p in Path(package.__file__).parent.rglob("*.py"))
 
 
-def _data_files(folder: Path) -> list[tuple[str, int, int]]:
-    """(relative path, size, mtime in ns) of every file under the run's input folder."""
+def data_signature(folder: Path) -> list[tuple[str, int, int]]:
+    """(relative path, size, mtime in ns) of every file under a run's input folder: what tells changed data.
+
+    `tfxp watch` compares the same signature, so a span it sees as new is one `tfxp run` sees as changed.
+    """
     files = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        stat = path.stat()
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # renamed or removed since the listing, as a producer's temporary file is
+            continue
         files.append((str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns))
     return files
 
@@ -66,7 +72,7 @@ def fingerprint(settings: Settings) -> str:
         "span": settings.span,
         "beam_args": list(settings.beam_args),
         "schema": hashlib.sha256(settings.paths.schema_file.read_bytes()).hexdigest(),
-        "data": _data_files(settings.input_folder),
+        "data": data_signature(settings.input_folder),
         "tfx": importlib.metadata.version("tfx"),
         "store": _store_state(settings.paths.metadata_path),
         "serving": serving_versions(settings.paths.serving_root / settings.model_name),

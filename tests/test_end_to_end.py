@@ -256,6 +256,7 @@ def test_every_command_has_help():
             for command in (
                 "init",
                 "run",
+                "watch",
                 "tensorboard",
                 "models",
                 "rollback",
@@ -263,6 +264,7 @@ def test_every_command_has_help():
                 "approve",
                 "reject",
                 "monitor",
+                "status",
             )
         ),
     ):
