@@ -34,9 +34,9 @@ class RunReport:
     model_id: int  # the Trainer's Model artifact in MLMD: what `tfxp approve` names
     awaiting_approval: bool  # [delivery] approval = "manual" held a blessed, servable model
     reused: bool  # the push found these exact files already serving as the newest version
-    drift_baseline: str | None  # what the data was compared with for drift; None when nothing was
-    drift: list[str]  # thresholds crossed, one line each
-    drift_largest: str  # the largest distance relative to its threshold, when none was crossed
+    drift_baseline: str | None = None  # what the data was compared with for drift; None when nothing was
+    drift: list[str] = dataclasses.field(default_factory=list)  # thresholds crossed, one line each
+    drift_largest: str = ""  # the largest distance relative to its threshold, when none was crossed
 
     def replayed(self) -> RunReport:
         """The same summary for a rerun that reused every execution."""

@@ -126,8 +126,11 @@ def read_status(project: Project, data_root: Path, output: Path, now: datetime.d
 
 
 def _ago(status: Status, at: datetime.datetime) -> str:
-    days = (status.now - at).total_seconds() / 86400
-    return f"{days * 24:.1f} hours ago" if days < 2 else f"{days:.1f} days ago"
+    """ "3 min ago", "5.2 hours ago", "12.0 days ago"."""
+    minutes = (status.now - at).total_seconds() / 60
+    if minutes < 60:
+        return f"{minutes:.0f} min ago"
+    return f"{minutes / 60:.1f} hours ago" if minutes < 48 * 60 else f"{minutes / 1440:.1f} days ago"
 
 
 def render(status: Status, project: Project, console: Console) -> None:

@@ -196,6 +196,12 @@ def test_the_check_is_recorded_in_mlmd_linked_to_the_serving_model(served, tmp_p
     assert {f.feature for f in last.crossed} == {SHIFTED, TRIPLED}
     assert last.model_id == registry.served_model_id(store, folder.served())
 
+    status = run_tfxp("status", "--output", str(served))
+    assert status.code == 0, status.stdout + status.stderr
+    said = " ".join(status.stdout.split())
+    assert f"Skew: {ROWS} request rows from {requests} against model {last.model_id}" in said
+    assert "skewed (`tfxp monitor` exited 6)" in said and f"{SHIFTED}: Jensen-Shannon" in said
+
 
 # TensorFlow's C++ start-up log, which the tests' TF_CPP_MIN_LOG_LEVEL lets through and a user's shell does not.
 TF_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] ")
