@@ -7,9 +7,7 @@ import datetime
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -753,49 +751,6 @@ def _meaning(code: int) -> str:
     return EXIT_MEANINGS.get(code, "failed")
 
 
-class _ChildRuns:
-    """Runs `tfxp run --span N` in a child process, so a crash or leak of one run cannot take the watcher down.
-
-    A stop request reaches the run as Ctrl-C: it stops at its next safe point, and TFX keeps the finished
-    components cached. One that has not stopped STOP_GRACE seconds later is killed.
-    """
-
-    STOP_GRACE = 60.0  # under systemd's default TimeoutStopSec (90 s), so the watcher still exits on its own
-
-    def __init__(self, run_args: list[str], say):
-        self.run_args = run_args
-        self.say = say
-        self._process: subprocess.Popen | None = None
-        self._interrupted_at: float | None = None
-
-    def __call__(self, span: int) -> int:
-        # Its own process group: a Ctrl-C in the terminal reaches the watcher only, which passes it on once.
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "run", *self.run_args, "--span", str(span)],
-            stdin=subprocess.DEVNULL,
-            process_group=0,
-        )
-        try:
-            while True:
-                try:
-                    return self._process.wait(timeout=1)
-                except subprocess.TimeoutExpired:
-                    if self._interrupted_at and time.monotonic() - self._interrupted_at > self.STOP_GRACE:
-                        self.say(
-                            f"the run of span {span} did not stop {self.STOP_GRACE:.0f} s after Ctrl-C; killing it"
-                        )
-                        self._process.kill()
-        finally:
-            self._process = None
-
-    def interrupt(self) -> None:
-        """Passes a stop request on to the run in progress, if any, as Ctrl-C."""
-        process = self._process
-        if process is not None and process.returncode is None:
-            self._interrupted_at = self._interrupted_at or time.monotonic()
-            process.send_signal(signal.SIGINT)
-
-
 @main.command(name="watch")
 @_config_option
 @_output_option
@@ -828,7 +783,7 @@ def watch_spans(config_file, output, interval, once):
         console.print(f"[dim]{datetime.datetime.now():%H:%M:%S}[/] {escape(line)}")
 
     run_args = ["--config", str(config_file.absolute())] + (["--output", _absolute(output)] if output else [])
-    runs = _ChildRuns(run_args, say)
+    runs = watch.ChildRuns(run_args, say)
     watcher = watch.Watcher(data_root, pattern, interval, runs, say, _meaning)
 
     def on_signal(signum, frame):

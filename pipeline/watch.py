@@ -1,7 +1,7 @@
 """Watching the data folder for `tfxp watch`: when a span is complete, and which span to run next.
 
-It knows nothing of click or TFX. It is given a `run_span(span) -> exit code` callable, so tests drive it
-with a plain function, and the command line binds it to a `tfxp run --span N` child process.
+It knows nothing of click or TFX. The Watcher is given a `run_span(span) -> exit code` callable, so tests drive
+it with a plain function; the command line gives it ChildRuns, which runs `tfxp run --span N` as a child process.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import dataclasses
 import fcntl
 import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -201,3 +204,46 @@ def lock(output_root: Path) -> Iterator[None]:
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         yield
+
+
+class ChildRuns:
+    """Runs `tfxp run --span N` in a child process, so a crash or leak of one run cannot take the watcher down.
+
+    A stop request reaches the run as Ctrl-C: it stops at its next safe point, and TFX keeps the finished
+    components cached. One that has not stopped STOP_GRACE seconds later is killed.
+    """
+
+    STOP_GRACE = 60.0  # under systemd's default TimeoutStopSec (90 s), so the watcher still exits on its own
+
+    def __init__(self, run_args: list[str], say: Callable[[str], None]):
+        self.run_args = run_args
+        self.say = say
+        self._process: subprocess.Popen | None = None
+        self._interrupted_at: float | None = None
+
+    def __call__(self, span: int) -> int:
+        # Its own process group: a Ctrl-C in the terminal reaches the watcher only, which passes it on once.
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "run", *self.run_args, "--span", str(span)],
+            stdin=subprocess.DEVNULL,
+            process_group=0,
+        )
+        try:
+            while True:
+                try:
+                    return self._process.wait(timeout=1)
+                except subprocess.TimeoutExpired:
+                    if self._interrupted_at and time.monotonic() - self._interrupted_at > self.STOP_GRACE:
+                        self.say(
+                            f"the run of span {span} did not stop {self.STOP_GRACE:.0f} s after Ctrl-C; killing it"
+                        )
+                        self._process.kill()
+        finally:
+            self._process = None
+
+    def interrupt(self) -> None:
+        """Passes a stop request on to the run in progress, if any, as Ctrl-C."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            self._interrupted_at = self._interrupted_at or time.monotonic()
+            process.send_signal(signal.SIGINT)

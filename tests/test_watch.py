@@ -16,7 +16,6 @@ import psutil
 import pytest
 
 from pipeline import watch
-from pipeline.cli import _ChildRuns
 from pipeline.config import CONFIG_FILE
 from tests.conftest import run_tfxp, stop
 from tests.datasets import PROJECT_ROOT
@@ -307,7 +306,7 @@ def test_sigterm_during_a_run_interrupts_it_and_the_watcher_exits_cleanly(projec
         assert len(children) == 1
 
         os.kill(tfxp.pid, signal.SIGTERM)
-        assert tfxp.wait(timeout=_ChildRuns.STOP_GRACE + 30) == 0
+        assert tfxp.wait(timeout=watch.ChildRuns.STOP_GRACE + 30) == 0
         text = log.read_text()
         assert "span 1: interrupted (exit 130, " in text and ", after the stop request" in text
         assert text.rstrip().endswith("Stopped watching.")
