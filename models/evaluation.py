@@ -44,6 +44,8 @@ ERROR_RATES = (
     Metric("fnr", "FNR", "fnr", False),  # false-negative rate: positives predicted negative
 )
 ERROR_RATE_CUT = 0.5
+# TFMA plots of the eval split that the run report draws; regression has none TFMA can bound without the label's range.
+PLOTS = {Problem.MULTICLASS: "MultiClassConfusionMatrixPlot", Problem.BINARY: "ConfusionMatrixPlot"}
 DEFAULT_GATE_METRIC = {Problem.MULTICLASS: "accuracy", Problem.BINARY: "auc", Problem.REGRESSION: "rmse"}
 DEFAULT_THRESHOLDS = {"accuracy": 0.7, "auc": 0.7}  # higher-is-better gates; error metrics need a stated bound
 DEFAULT_MAX_REGRESSION = 0.02  # how much worse than the last blessed model a candidate may be, in the metric's units
@@ -174,6 +176,8 @@ def eval_config(declarations: Declarations, gate: Gate, slices: Sequence[str]) -
                 tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=_threshold(m, gate))
             )
         metric_configs.append(config)
+    if problem in PLOTS:
+        metric_configs.append(tfma.MetricConfig(class_name=PLOTS[problem]))
     cross_slicing_specs = []
     if gate.max_slice_gap is not None and slices:
         metric_configs.append(_slice_gap_config(gate_metric, gate, slices))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import os
 import shutil
 import signal
@@ -359,42 +360,78 @@ def _run_and_report(settings: settings_module.Settings, out: Console, err: Conso
         warnings.simplefilter("default")
     else:
         warnings.simplefilter("ignore")  # library deprecation chatter; the log keeps real errors
-    from pipeline import drift, guards, report, rerun, runner  # heavy imports, after the cheap checks
+    from pipeline import report, rerun, runner  # heavy imports, after the cheap checks
 
     out.print(f"Running pipeline [bold]{settings.pipeline_name}[/] on {settings.paths.data_root}")
     if log_path:
         out.print(f"[dim]Full log: {log_path}[/]")
+    before = _newest_run(settings)
     try:
         timings = runner.run_pipeline(settings, out, log_path)
     except runner.RunFailed as failure:
-        where = f"\nFull log: {failure.log_path}" if failure.log_path else ""
-        if isinstance(failure.cause, guards.DataAnomaliesError):
-            err.print(
-                f"[bold red]Error:[/] data anomalies stopped the run before Transform; nothing was trained or pushed.\n"
-                f"{escape(str(failure.cause))}\nFix the data, or review and update {settings.paths.schema_file} "
-                "(edits take effect on the next run). To stop using and checking a column, add it to "
-                f"{escape('[features] exclude')} in the project file.{escape(where)}"
-            )
-        elif isinstance(failure.cause, drift.DataDriftError):
-            err.print(
-                f"[bold red]Error:[/] drift stopped the run before Transform ({escape('[monitoring] on_drift')} = "
-                f'"stop"); nothing was trained or pushed.\n{escape(str(failure.cause))}\n'
-                f"Compared with {escape(settings.drift_baseline.why)}. If the change is real and the data is right, "
-                f"raise the threshold for that column under {escape('[monitoring.thresholds]')}, or pass "
-                f"--on-drift warn to train on it once.{escape(where)}"
-            )
-            return EXIT_THRESHOLD_CROSSED
-        else:
-            err.print(
-                f"[bold red]Error:[/] {failure.node_id or 'the pipeline'} failed: "
-                f"{type(failure.cause).__name__}: {escape(str(failure.cause))}{escape(where)}"
-            )
-        return EXIT_FAILED
+        code = _failed(failure, settings, err)
+        _write_report(settings, before, code, err)
+        return code
     out.print(f"Pipeline finished in {sum(t.seconds for t in timings):.1f} s.\n")
     summary = report.build_report(settings)
     report.render(summary, settings, out)
     rerun.record(settings, dataclasses.asdict(summary), f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}")
-    return _exit_code(summary)
+    code = _exit_code(summary)
+    _write_report(settings, before, code, out)
+    return code
+
+
+def _newest_run(settings: settings_module.Settings) -> int | None:
+    """The newest run recorded in the output folder's MLMD store, or None before the first."""
+    from pipeline import lineage, run_report
+
+    if not settings.paths.metadata_path.is_file():
+        return None
+    return run_report.newest_run(lineage.open_store(settings.paths.output_root))
+
+
+def _write_report(settings: settings_module.Settings, before: int | None, code: int, console: Console) -> None:
+    """Writes the HTML report of the run that just ended and prints where; a run that recorded nothing has none."""
+    from pipeline import run_report
+
+    run_id = _newest_run(settings)
+    if run_id is None or run_id == before:
+        return
+    try:
+        path = run_report.write_report(settings, run_id, code)
+    except Exception as error:  # noqa: BLE001  (the run's own result and exit code still stand)
+        console.print(f"[bold red]Could not write the run report:[/] {type(error).__name__}: {escape(str(error))}")
+        return
+    console.print(f"Report: {path}")
+
+
+def _failed(failure, settings: settings_module.Settings, err: Console) -> int:
+    """Says why the pipeline stopped; returns the exit code."""
+    from pipeline import drift, guards
+
+    where = f"\nFull log: {failure.log_path}" if failure.log_path else ""
+    if isinstance(failure.cause, guards.DataAnomaliesError):
+        err.print(
+            f"[bold red]Error:[/] data anomalies stopped the run before Transform; nothing was trained or pushed.\n"
+            f"{escape(str(failure.cause))}\nFix the data, or review and update {settings.paths.schema_file} "
+            "(edits take effect on the next run). To stop using and checking a column, add it to "
+            f"{escape('[features] exclude')} in the project file.{escape(where)}"
+        )
+    elif isinstance(failure.cause, drift.DataDriftError):
+        err.print(
+            f"[bold red]Error:[/] drift stopped the run before Transform ({escape('[monitoring] on_drift')} = "
+            f'"stop"); nothing was trained or pushed.\n{escape(str(failure.cause))}\n'
+            f"Compared with {escape(settings.drift_baseline.why)}. If the change is real and the data is right, "
+            f"raise the threshold for that column under {escape('[monitoring.thresholds]')}, or pass "
+            f"--on-drift warn to train on it once.{escape(where)}"
+        )
+        return EXIT_THRESHOLD_CROSSED
+    else:
+        err.print(
+            f"[bold red]Error:[/] {failure.node_id or 'the pipeline'} failed: "
+            f"{type(failure.cause).__name__}: {escape(str(failure.cause))}{escape(where)}"
+        )
+    return EXIT_FAILED
 
 
 def _project_output(config_file: Path, output: Path | None) -> tuple[config.Project, Path]:
@@ -728,6 +765,37 @@ def status(config_file, output):
     console.print(f"[bold]{escape(project.model_name)}[/] in {folder.root.parent}")
     status_module.render(found, project, console)
     sys.exit(EXIT_THRESHOLD_CROSSED if status_module.stale(found, project) else EXIT_OK)
+
+
+@main.command(name="report")
+@_config_option
+@_output_option
+@click.argument("run_id", metavar="[RUN]", type=int, required=False)
+@click.option("--open", "open_it", is_flag=True, help="Open the report in a web browser.")
+def report_command(config_file, output, run_id, open_it):
+    """Rebuild the HTML report of a run (default: the newest) from ML Metadata: its data, model, evaluation,
+    lineage and push, in one file with no network requests."""
+    settings = _load(config_file, {"output": _absolute(output)})
+    if not settings.paths.metadata_path.is_file():
+        _fail(f"no runs in {settings.paths.output_root}; run `tfxp run` first", EXIT_BAD_INPUT)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter, before TFMA imports it
+    warnings.simplefilter("ignore")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # TFMA's readers log deprecations through it
+    from pipeline import run_report
+
+    if run_id is None:
+        run_id = _newest_run(settings)
+    try:
+        path = run_report.write_report(settings, run_id)
+    except run_report.UnknownRun as error:
+        _fail(f"{error}; `tfxp runs` lists them", EXIT_BAD_INPUT)
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(f"Report of run {run_id}: {path}")
+    if open_it:
+        import webbrowser
+
+        if not webbrowser.open(path.as_uri()):
+            console.print(f"No web browser found here; open {path.as_uri()} in one.")
 
 
 class _Duration(click.ParamType):

@@ -62,6 +62,11 @@ class Paths:
         return self.output_root / "serving"
 
     @property
+    def reports_dir(self) -> Path:
+        """The HTML report of each run, in a folder named for its MLMD pipeline_run context id."""
+        return self.output_root / "report"
+
+    @property
     def logs_dir(self) -> Path:
         """Full TensorFlow/Beam logs of each `tfxp run`, kept out of the terminal."""
         return self.output_root / "logs"

@@ -265,6 +265,7 @@ def test_every_command_has_help():
                 "reject",
                 "monitor",
                 "status",
+                "report",
             )
         ),
     ):

@@ -1,0 +1,439 @@
+"""The offline HTML report of one run: its data, model, evaluation, lineage and push, read back from ML Metadata.
+
+One self-contained file per run (`<output>/report/<run>/index.html`): inline CSS, charts as inline SVG, no script
+and no link out, so it opens from disk, from a mail attachment or a CI artifact store alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import jinja2
+from markupsafe import Markup
+from ml_metadata.metadata_store import metadata_store
+from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
+
+from models import evaluation
+from pipeline import charts, guards, lineage, monitoring, nodes, report, splits
+from pipeline.settings import Settings
+
+REPORT_FILE = "index.html"
+TEMPLATE = "run_report.html.j2"
+SPLITS = ("train", "eval")  # ExampleGen's, in the order the charts draw them
+LOSS_TAG = "epoch_loss"  # what Keras's TensorBoard callback logs once per epoch
+LOSS_CURVES = {"train": "training", "validation": "evaluation"}  # the callback's subfolders → the report's words
+
+
+class UnknownRun(LookupError):
+    """No pipeline run with that id is recorded in the store."""
+
+
+@dataclasses.dataclass
+class Feature:
+    """One feature's row in the Data section."""
+
+    name: str
+    kind: str  # INT, FLOAT, STRING, … as TFDV typed it
+    missing: float  # share of the training split's examples without a value
+    distinct: int | None  # TFDV counts distinct values of strings and categorical integers only
+    chart: Markup
+    drift: str = ""  # "Jensen-Shannon 0.031 (train), 0.040 (eval); threshold 0.1"
+    drifted: bool = False
+
+
+@dataclasses.dataclass
+class Data:
+    rows: dict[str, int]  # examples per split
+    features: list[Feature]
+    anomalies: list[str]  # ExampleValidator's findings against the schema
+    drift: list[str]  # drift thresholds crossed
+    baseline: str | None  # "span 1" when a previous span's statistics were compared with
+
+
+@dataclasses.dataclass
+class Model:
+    hyperparameters: dict[str, object]
+    tuned: bool  # False: training took the search space's defaults
+    trials: list[dict[str, object]]  # KerasTuner's trials, best score first
+    loss: Markup | None
+
+
+@dataclasses.dataclass
+class Evaluation:
+    gate_metric: str
+    threshold: float | None
+    baseline: float | None  # the last blessed model's overall value of the gate metric
+    blessed: bool
+    reasons: list[str]
+    metrics: dict[str, str]  # TFMA key → name, in table order
+    slices: dict[str, dict[str, float]]
+    gate_chart: Markup
+    plot: Markup | None
+    plot_title: str
+
+
+@dataclasses.dataclass
+class Serving:
+    pushed: bool
+    version: str | None
+    path: str | None
+    why: str  # what happened, in a sentence
+
+
+@dataclasses.dataclass
+class Page:
+    """Everything the template shows; a section is None when the run stopped before it."""
+
+    project: str
+    run: dict[str, object]
+    nodes: list[dict[str, object]]
+    data: Data | None
+    model: Model | None
+    evaluation: Evaluation | None
+    lineage: Markup | list | None
+    serving: Serving | None
+    stopped_at: str | None  # the node that failed, for a run that stopped early
+    written: str
+
+
+def report_path(settings: Settings, run_id: int) -> Path:
+    """Where a run's report is written."""
+    return settings.paths.reports_dir / str(run_id) / REPORT_FILE
+
+
+def newest_run(store: metadata_store.MetadataStore) -> int | None:
+    """The id of the newest recorded run, or None before the first one."""
+    runs = lineage.pipeline_runs(store)
+    return runs[-1].id if runs else None
+
+
+def write_report(settings: Settings, run_id: int, exit_code: int | None = None) -> Path:
+    """Builds the report of run `run_id` from MLMD and writes it atomically; returns its path."""
+    store = lineage.open_store(settings.paths.output_root)
+    page = build_page(store, run_id, settings, exit_code)
+    path = report_path(settings, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A browser or a web server reading the old file never sees half of the new one.
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        tmp.write(render(page))
+    os.replace(tmp.name, path)
+    return path
+
+
+def render(page: Page) -> str:
+    """The page as HTML, from the package's template (autoescaped; charts are the only markup passed in)."""
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("pipeline", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return environment.get_template(TEMPLATE).render(page=page, exit_meanings=_exit_meanings())
+
+
+def _exit_meanings() -> dict[int, str]:
+    from pipeline import cli  # the CLI owns the exit codes; imported late, as it imports this module's callers
+
+    return cli.EXIT_MEANINGS
+
+
+def _run(store: metadata_store.MetadataStore, run_id: int):
+    for context in lineage.pipeline_runs(store):
+        if context.id == run_id:
+            return context
+    raise UnknownRun(f"no run {run_id} in this output folder")
+
+
+def build_page(
+    store: metadata_store.MetadataStore, run_id: int, settings: Settings, exit_code: int | None = None
+) -> Page:
+    """Reads what run `run_id` executed and produced into the report's sections."""
+    executions = lineage.run_executions(store, _run(store, run_id))
+    failed = [n for n, e in executions.items() if e.state == "FAILED"]
+    model = executions[nodes.TRAINER].output("model") if nodes.TRAINER in executions else None
+    return Page(
+        project=settings.model_name,
+        run={"id": run_id, "exit_code": exit_code, "span": None, "started": None, "finished": None, "outcome": None},
+        nodes=[{"node": n, "state": e.state, "seconds": None} for n, e in executions.items()],
+        data=_data(executions, store),
+        model=_model(executions),
+        evaluation=_evaluation(executions, settings),
+        lineage=None if model is None else _lineage(store, model.id),
+        serving=_serving(executions),
+        stopped_at=failed[0] if failed else None,
+        written=f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}",
+    )
+
+
+def _read_statistics(artifact, split: str) -> statistics_pb2.DatasetFeatureStatistics | None:
+    path = splits.split_file(artifact.uri, split, splits.STATISTICS_FILE)
+    if not path.is_file():
+        return None
+    found = statistics_pb2.DatasetFeatureStatisticsList.FromString(path.read_bytes())
+    return found.datasets[0] if found.datasets else None
+
+
+def _common(feature: statistics_pb2.FeatureNameStatistics) -> statistics_pb2.CommonStatistics:
+    stats = feature.num_stats if feature.HasField("num_stats") else feature.string_stats
+    return stats.common_stats
+
+
+def _histogram(feature: statistics_pb2.FeatureNameStatistics) -> list[tuple[float, float, float]]:
+    """The STANDARD (equal-width) histogram as (low, high, share) buckets."""
+    for histogram in feature.num_stats.histograms:
+        if histogram.type == statistics_pb2.Histogram.STANDARD:
+            total = sum(b.sample_count for b in histogram.buckets) or 1.0
+            return [(b.low_value, b.high_value, b.sample_count / total) for b in histogram.buckets]
+    return []
+
+
+def _shares(feature: statistics_pb2.FeatureNameStatistics) -> dict[str, float]:
+    """Each of the commonest values' share of the examples that have one."""
+    total = feature.string_stats.common_stats.num_non_missing or 1
+    return {v.value: v.frequency / total for v in feature.string_stats.top_values}
+
+
+def _data(executions: dict[str, lineage.NodeExecution], store) -> Data | None:
+    """Per feature: type, missing share, distinct values and distribution, from StatisticsGen's TFDV statistics."""
+    if nodes.STATISTICS_GEN not in executions:
+        return None
+    statistics = executions[nodes.STATISTICS_GEN].output("statistics")
+    datasets = {split: _read_statistics(statistics, split) for split in SPLITS}
+    datasets = {split: d for split, d in datasets.items() if d is not None}
+    validator = executions.get(nodes.DISTRIBUTION_VALIDATOR)
+    baseline_artifact = (validator.inputs.get("baseline_statistics") or [None])[0] if validator else None
+    baseline_name = None
+    if baseline_artifact is not None:
+        baseline_name = f"span {monitoring.statistics_span(store, baseline_artifact)}"
+        previous = _read_statistics(baseline_artifact, monitoring.TRAINING_SPLIT)
+        if previous is not None:
+            datasets[f"{baseline_name} (train)"] = previous
+    by_feature = {
+        label: {".".join(f.path.step) or f.name: f for f in dataset.features} for label, dataset in datasets.items()
+    }
+    comparisons, drift = {}, []
+    anomalies = validator.output("anomalies") if validator else None
+    if anomalies is not None:
+        comparisons = monitoring.read_comparisons(anomalies.uri, anomalies.properties["split_names"].string_value)
+        drift = monitoring.summarize(monitoring.drift_findings(comparisons))
+    measured: dict[str, list[monitoring.Finding]] = {}
+    for split, found in comparisons.items():
+        for finding in monitoring.distances(found, split):
+            measured.setdefault(finding.feature, []).append(finding)
+    features = []
+    train = by_feature.get("train", {})
+    for name in sorted(train):
+        feature = train[name]
+        common = _common(feature)
+        rows = datasets["train"].num_examples or 1
+        present = {label: found[name] for label, found in by_feature.items() if name in found}
+        if feature.HasField("string_stats"):
+            chart = charts.bars(f"feature-{name}", {label: _shares(f) for label, f in present.items()})
+            distinct = feature.string_stats.unique
+        else:
+            chart = charts.histogram(f"feature-{name}", {label: _histogram(f) for label, f in present.items()})
+            distinct = None
+        findings = measured.get(name, [])
+        features.append(
+            Feature(
+                name=name,
+                kind=statistics_pb2.FeatureNameStatistics.Type.Name(feature.type),
+                missing=common.num_missing / rows,
+                distinct=distinct,
+                chart=Markup(chart),
+                drift=monitoring.summarize(findings)[0].split(": ", 1)[1] if findings else "",
+                drifted=any(f.value > f.threshold for f in findings),
+            )
+        )
+    return Data(
+        rows={label: d.num_examples for label, d in datasets.items()},
+        features=features,
+        anomalies=_schema_anomalies(executions.get(nodes.EXAMPLE_VALIDATOR)),
+        drift=drift,
+        baseline=baseline_name,
+    )
+
+
+def _schema_anomalies(validator: lineage.NodeExecution | None) -> list[str]:
+    """ExampleValidator's findings, one line each."""
+    artifact = validator.output("anomalies") if validator is not None else None
+    if artifact is None:
+        return []
+    found = {}
+    for split in json.loads(artifact.properties["split_names"].string_value or "[]"):
+        path = splits.split_file(artifact.uri, split, splits.ANOMALIES_FILE)
+        if path.is_file():
+            found[split] = anomalies_pb2.Anomalies.FromString(path.read_bytes())
+    return guards.describe_anomalies(found)
+
+
+def _model(executions: dict[str, lineage.NodeExecution]) -> Model | None:
+    """The hyperparameters training used, the Tuner's trials, and the loss curves of this run's Trainer."""
+    if nodes.TRAINER not in executions:
+        return None
+    trainer = executions[nodes.TRAINER]
+    chosen = (trainer.inputs.get("hyperparameters") or [None])[0]
+    values, trials = {}, []
+    if chosen is not None:
+        values = json.loads((Path(chosen.uri) / "best_hyperparameters.txt").read_text()).get("values", {})
+        tuner = executions.get(nodes.TUNER)
+        results = tuner.output("tuner_results") if tuner is not None else None
+        if results is not None and (Path(results.uri) / "tuner_results.json").is_file():
+            trials = json.loads((Path(results.uri) / "tuner_results.json").read_text())
+            trials.sort(key=lambda t: -(t.get("score") or float("-inf")))
+    else:
+        from models import hyperparameters
+
+        values = hyperparameters.search_space().values
+    run = trainer.output("model_run")
+    curves = _loss_curves(Path(run.uri)) if run is not None else {}
+    loss = Markup(charts.curves("loss", curves, "loss")) if curves else None
+    return Model(hyperparameters=values, tuned=chosen is not None, trials=trials, loss=loss)
+
+
+def _loss_curves(model_run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Keras's epoch loss per subfolder of the Trainer's TensorBoard logs."""
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.util import tensor_util
+
+    curves = {}
+    for folder, label in LOSS_CURVES.items():
+        if not (model_run / folder).is_dir():
+            continue
+        events = event_accumulator.EventAccumulator(
+            str(model_run / folder), size_guidance={event_accumulator.TENSORS: 0}
+        )
+        events.Reload()
+        if LOSS_TAG in events.Tags().get("tensors", []):
+            curves[label] = [
+                (e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in events.Tensors(LOSS_TAG)
+            ]
+    return curves
+
+
+def _gate_threshold(evaluator: lineage.NodeExecution, key: str) -> float | None:
+    """The gate's value bound as this run's Evaluator was configured (the project file may have changed since)."""
+    config = evaluator.execution.custom_properties.get("eval_config")
+    if config is None:
+        return None
+    for spec in json.loads(config.string_value).get("metrics_specs", []):
+        for metric in spec.get("metrics", []):
+            for per_slice in metric.get("per_slice_thresholds", []):
+                bound = per_slice.get("threshold", {}).get("value_threshold", {})
+                for side in ("lower_bound", "upper_bound"):
+                    if side in bound and evaluation_key(metric) == key:
+                        return float(bound[side])
+    return None
+
+
+def evaluation_key(metric_config: dict) -> str:
+    """TFMA's result key for a metric config (class name → key), per models/evaluation.py."""
+    return {m.class_name: m.key for ms in evaluation.METRICS.values() for m in ms}.get(
+        metric_config.get("class_name"), ""
+    )
+
+
+def _evaluation(executions: dict[str, lineage.NodeExecution], settings: Settings) -> Evaluation | None:
+    """The gate metric per slice against its threshold and the baseline, every metric, and TFMA's plot."""
+    if nodes.EVALUATOR not in executions:
+        return None
+    evaluator = executions[nodes.EVALUATOR]
+    artifact = evaluator.output("evaluation")
+    problem = settings.declarations.label.problem
+    reported = evaluation.reported_metrics(problem)
+    slices, changes = report.read_metrics(artifact.uri, reported)
+    gate = evaluation.metric(problem, settings.gate.metric)
+    values = {
+        name: v[gate.key]
+        for name, v in sorted(slices.items(), key=lambda s: (s[0] != "Overall", s[0]))
+        if gate.key in v
+    }
+    overall = slices.get("Overall", {}).get(gate.key)
+    baseline = overall - changes[gate.key] if overall is not None and gate.key in changes else None
+    threshold = _gate_threshold(evaluator, gate.key)
+    blessed = lineage.custom_property(evaluator.output("blessing"), "blessed") == 1
+    plot, title = _plot(artifact.uri, settings)
+    return Evaluation(
+        gate_metric=gate.name,
+        threshold=threshold,
+        baseline=baseline,
+        blessed=blessed,
+        reasons=[] if blessed else report.failed_thresholds(artifact.uri, slices, settings),
+        metrics=reported,
+        slices={name: slices[name] for name in values} | slices,
+        gate_chart=Markup(charts.slice_bars("gate", values, gate.name, threshold, baseline)),
+        plot=plot,
+        plot_title=title,
+    )
+
+
+def _plot(evaluation_uri: str, settings: Settings) -> tuple[Markup | None, str]:
+    """TFMA's confusion matrix of the overall eval split, drawn, and its title."""
+    import tensorflow_model_analysis as tfma
+
+    classes = settings.declarations.label.classes
+    for plots in tfma.load_plots(evaluation_uri):
+        if report.slice_name(plots.slice_key) != "Overall":
+            continue
+        for kv in plots.plot_keys_and_values:
+            value = kv.value
+            if value.HasField("multi_class_confusion_matrix_at_thresholds"):
+                # One matrix, at the default threshold 0: each example counted at its most probable class.
+                entries = value.multi_class_confusion_matrix_at_thresholds.matrices[0].entries
+                size = len(classes) or 1 + max(max(e.actual_class_id, e.predicted_class_id) for e in entries)
+                counts = [[0.0] * size for _ in range(size)]
+                for entry in entries:
+                    if 0 <= entry.actual_class_id < size and 0 <= entry.predicted_class_id < size:
+                        counts[entry.actual_class_id][entry.predicted_class_id] += entry.num_weighted_examples
+                labels = list(classes) or [str(i) for i in range(size)]
+                return Markup(charts.matrix("confusion", counts, labels)), "Confusion matrix, eval split"
+            if value.HasField("confusion_matrix_at_thresholds"):
+                cut = min(
+                    value.confusion_matrix_at_thresholds.matrices,
+                    key=lambda m: abs(m.threshold - evaluation.ERROR_RATE_CUT),
+                )
+                counts = [[cut.true_negatives, cut.false_positives], [cut.false_negatives, cut.true_positives]]
+                labels = list(classes) or ["negative", "positive"]
+                title = f"Confusion matrix at {cut.threshold:g}, eval split"
+                return Markup(charts.matrix("confusion", counts, labels)), title
+    return None, ""
+
+
+def _lineage(store, model_id: int) -> Markup | list:
+    """The model's upstream graph as SVG, or, without Graphviz, the same facts as a nested list."""
+    return [{"label": f"{a.type}: {a.uri}", "children": []} for a in lineage.upstream_artifacts(store, model_id)]
+
+
+def _serving(executions: dict[str, lineage.NodeExecution]) -> Serving | None:
+    """What the Pusher did with the model, or why it did nothing."""
+    pusher = executions.get(nodes.PUSHER)
+    pushed_model = pusher.output("pushed_model") if pusher is not None else None
+    if pushed_model is None:
+        return None
+    pushed = lineage.custom_property(pushed_model, "pushed") == 1
+    version = lineage.custom_property(pushed_model, "pushed_version")
+    path = lineage.custom_property(pushed_model, "pushed_destination")
+    if pushed and lineage.custom_property(pushed_model, "reused") == 1:
+        why = "The same files already served as the newest version; nothing was copied."
+    elif pushed:
+        why = "Blessed and servable: pushed, with TF Serving warmup requests."
+    elif lineage.custom_property(pushed_model, "awaiting_approval") == 1:
+        why = "Blessed and servable, held for a person to approve (tfxp pending)."
+    else:
+        blessing = executions.get(nodes.EVALUATOR)
+        infra = executions.get(nodes.SERVABILITY_CHECK)
+        blessed = blessing is not None and lineage.custom_property(blessing.output("blessing"), "blessed") == 1
+        verdict = lineage.custom_property(infra.output("blessing"), "verdict") if infra else None
+        if not blessed:
+            why = "Not pushed: the model was not blessed (see Evaluation)."
+        else:
+            why = f"Not pushed: not servable; it {verdict}."
+    return Serving(
+        pushed=pushed, version=str(version) if pushed and version else None, path=path if pushed else None, why=why
+    )
