@@ -730,6 +730,67 @@ def status(config_file, output):
     sys.exit(EXIT_THRESHOLD_CROSSED if status_module.stale(found, project) else EXIT_OK)
 
 
+@main.command()
+@_config_option
+@_output_option
+def runs(config_file, output):
+    """List past runs, newest first: when, on which span, how each ended, its gate metric and the version pushed."""
+    from pipeline import history
+
+    project, folder, store = _serving(config_file, output)
+    found = history.runs(store)
+    console = Console(highlight=False, soft_wrap=True)
+    if not found:
+        console.print(f"No runs recorded in {folder.root.parent}.")
+        return
+    table = Table(
+        title=f"Runs of {escape(project.model_name)} in {folder.root.parent}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for name in ("run", "when", "took", "span", "outcome", "gate metric", "pushed"):
+        table.add_column(name, no_wrap=name != "gate metric")
+    for run in found:
+        table.add_row(
+            str(run.run_id),
+            f"{run.started:%Y-%m-%d %H:%M}",
+            f"{(run.finished - run.started).total_seconds():.0f} s",
+            "" if run.span is None else str(run.span),
+            run.outcome,
+            escape(run.gate or ""),
+            "" if run.version is None else str(run.version),
+        )
+    console.print(table)
+    console.print("pushed: the version this run published, or found already serving its model (tfxp models).")
+
+
+@main.command(name="lineage")
+@_config_option
+@_output_option
+@click.argument("target", metavar="[VERSION | MODEL_ID]", type=int, required=False)
+@click.option("--json", "as_json", is_flag=True, help="The nodes and edges as JSON, instead of a tree.")
+def lineage_tree(config_file, output, target, as_json):
+    """Show what a pushed version (default: the one serving) or a Model artifact was made from, back to the data."""
+    import json
+
+    from pipeline import lineage, lineage_graph, registry
+
+    _, folder, store = _serving(config_file, output)
+    if target is None:
+        target = folder.served()
+        if target is None:
+            _fail(f"nothing serves in {folder.model_dir}; name a version (tfxp models) or a model id", EXIT_BAD_INPUT)
+    root = registry.lineage_root(store, target)
+    if root is None:
+        _fail(f"{target} is neither a pushed version (tfxp models) nor a Model artifact id in MLMD", EXIT_BAD_INPUT)
+    graph = lineage.upstream_graph(store, root)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(graph), indent=2))
+    else:
+        Console(highlight=False, soft_wrap=True).print(lineage_graph.tree(graph))
+
+
 class _Duration(click.ParamType):
     """`30s`, `5m`, `1h` or a number of seconds, as seconds."""
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import datetime
 
 import pytest
-from ml_metadata.proto import metadata_store_pb2
 
 from pipeline import history, lineage, nodes, registry, serving
+from tests import mlmd_records
+from tests.conftest import run_tfxp
 
-STATES = metadata_store_pb2.Execution.State
-OUTPUT = metadata_store_pb2.Event.OUTPUT
 ALL_PASSED = {  # node → output key → (artifact type, custom properties): a run that pushed
     nodes.EXAMPLE_GEN: {"examples": ("Examples", {"span": 3})},
     nodes.ANOMALIES_GATE: {},
@@ -29,32 +28,15 @@ ALL_PASSED = {  # node → output key → (artifact type, custom properties): a 
 
 
 def _record_run(store, number: int, states: dict[str, str], outputs=ALL_PASSED) -> int:
-    """Records one run as TFX does: each node's execution in the run's and the node's contexts, with its outputs;
-    returns the run's context id. MLMD stamps the times itself, from the wall clock."""
-    run_type = store.put_context_type(metadata_store_pb2.ContextType(name=lineage.PIPELINE_RUN))
-    node_type = store.put_context_type(metadata_store_pb2.ContextType(name=lineage.NODE))
-    [run_id] = store.put_contexts([metadata_store_pb2.Context(type_id=run_type, name=f"run-{number}")])
+    """Records one run of the nodes in `states`, each writing its `outputs`; returns the run's context id."""
+    run = mlmd_records.new_run(store, f"run-{number}")
     for node_id, state in states.items():
-        context = store.get_context_by_type_and_name(lineage.NODE, f"penguins.{node_id}")
-        if context is None:
-            [context_id] = store.put_contexts(
-                [metadata_store_pb2.Context(type_id=node_type, name=f"penguins.{node_id}")]
-            )
-            [context] = store.get_contexts_by_id([context_id])
-        [run] = store.get_contexts_by_id([run_id])
-        kind = store.put_execution_type(metadata_store_pb2.ExecutionType(name=node_id))
-        execution = metadata_store_pb2.Execution(type_id=kind, last_known_state=STATES.Value(state))
-        links = []
-        for key, (type_name, properties) in outputs.get(node_id, {}).items():
-            artifact = metadata_store_pb2.Artifact(
-                type_id=store.put_artifact_type(metadata_store_pb2.ArtifactType(name=type_name))
-            )
-            for name, value in properties.items():
-                field = {int: "int_value", float: "double_value", str: "string_value"}[type(value)]
-                setattr(artifact.custom_properties[name], field, value)
-            links.append((artifact, metadata_store_pb2.Event(type=OUTPUT, path=registry.event_path(key))))
-        store.put_execution(execution, links, [run, context])
-    return run_id
+        written = {
+            key: mlmd_records.artifact(store, type_name, **properties)
+            for key, (type_name, properties) in outputs.get(node_id, {}).items()
+        }
+        mlmd_records.execute(store, run, node_id, state, outputs=written)
+    return run.id
 
 
 def _all(state: str) -> dict[str, str]:
@@ -163,7 +145,7 @@ def test_an_id_that_is_no_run_has_no_summary(store):
 @pytest.mark.pipeline
 def test_a_real_run_reads_back_pushed_with_its_span_gate_and_version(two_runs):
     store = lineage.open_store(two_runs.output)
-    [summary] = history.runs(store)  # the unchanged rerun replayed the record: no second TFX run
+    summary = history.runs(store)[-1]  # the cold run (a code change between the two makes the rerun run too)
     folder = serving.ServingFolder(two_runs.output / "serving", "penguins")
     assert summary.outcome == "pushed"
     assert summary.span == 0
@@ -174,3 +156,31 @@ def test_a_real_run_reads_back_pushed_with_its_span_gate_and_version(two_runs):
     assert summary.started < summary.finished
     assert sum(n.seconds for n in summary.nodes.values()) <= (summary.finished - summary.started).total_seconds()
     assert history.run_summary(store, summary.run_id) == summary
+
+
+def test_tfxp_runs_lists_runs_newest_first(tmp_path):
+    store = lineage.open_store(tmp_path)
+    first = _record_run(store, 1, _all("COMPLETE"))
+    second = _record_run(store, 2, {nodes.EXAMPLE_GEN: "COMPLETE", nodes.DRIFT_GATE: "FAILED"})
+    result = run_tfxp("runs", "--output", str(tmp_path))
+    assert result.code == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in ([str(first)], [str(second)])]
+    assert [row[0] for row in rows] == [str(second), str(first)]
+    assert " ".join(rows[0]).endswith("0 s 3 stopped by drift")
+    assert " ".join(rows[1]).endswith("3 pushed accuracy 0.9800, no baseline 1700000000")
+
+
+def test_tfxp_runs_without_a_store_says_to_run_first(tmp_path):
+    result = run_tfxp("runs", "--output", str(tmp_path))
+    assert result.code == 2
+    assert "run `tfxp run` first" in result.stderr
+
+
+@pytest.mark.pipeline
+def test_tfxp_runs_shows_the_real_run(two_runs):
+    summary = history.runs(lineage.open_store(two_runs.output))[-1]
+    result = run_tfxp("runs", "--output", str(two_runs.output))
+    assert result.code == 0, result.stderr
+    [row] = [line for line in result.stdout.splitlines() if line.split()[:1] == [str(summary.run_id)]]
+    assert f"{summary.started:%Y-%m-%d %H:%M}" in row
+    assert " ".join(row.split()).endswith(f" 0 pushed {summary.gate} {summary.version}")
