@@ -46,6 +46,27 @@ EXIT_MEANINGS = {  # what `tfxp watch` says of each run's exit code; the README'
     EXIT_INTERRUPTED: "interrupted",
 }
 
+# What `tfxp run` exits with for each way history.outcome says a run ended; "cached" and "not pushed" replay or
+# depend on an earlier decision, so they say nothing of the code.
+OUTCOME_CODES = {
+    "pushed": EXIT_OK,
+    "already serving": EXIT_OK,
+    "not blessed": EXIT_NOT_BLESSED,
+    "not servable": EXIT_NOT_SERVABLE,
+    "awaiting approval": EXIT_AWAITING_APPROVAL,
+    "stopped by drift": EXIT_THRESHOLD_CROSSED,
+    "stopped by anomalies": EXIT_FAILED,
+}
+
+
+def exit_code_of(outcome: str) -> int | None:
+    """The exit code of a run that ended with `outcome` (history.outcome), or None when it does not tell."""
+    if outcome.startswith("failed at"):
+        return EXIT_FAILED
+    if outcome.startswith("interrupted at"):
+        return EXIT_INTERRUPTED
+    return OUTCOME_CODES.get(outcome)
+
 
 def _fail(message: str, code: int) -> NoReturn:
     """Prints one clear error line and exits with `code`."""
@@ -765,6 +786,67 @@ def status(config_file, output):
     console.print(f"[bold]{escape(project.model_name)}[/] in {folder.root.parent}")
     status_module.render(found, project, console)
     sys.exit(EXIT_THRESHOLD_CROSSED if status_module.stale(found, project) else EXIT_OK)
+
+
+@main.command()
+@_config_option
+@_output_option
+def runs(config_file, output):
+    """List past runs, newest first: when, on which span, how each ended, its gate metric and the version pushed."""
+    from pipeline import history
+
+    project, folder, store = _serving(config_file, output)
+    found = history.runs(store)
+    console = Console(highlight=False, soft_wrap=True)
+    if not found:
+        console.print(f"No runs recorded in {folder.root.parent}.")
+        return
+    table = Table(
+        title=f"Runs of {escape(project.model_name)} in {folder.root.parent}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for name in ("run", "when", "took", "span", "outcome", "gate metric", "pushed"):
+        table.add_column(name, no_wrap=name != "gate metric")
+    for run in found:
+        table.add_row(
+            str(run.run_id),
+            f"{run.started:%Y-%m-%d %H:%M}",
+            f"{(run.finished - run.started).total_seconds():.0f} s",
+            "" if run.span is None else str(run.span),
+            run.outcome,
+            escape(run.gate or ""),
+            "" if run.version is None else str(run.version),
+        )
+    console.print(table)
+    console.print("pushed: the version this run published, or found already serving its model (tfxp models).")
+
+
+@main.command(name="lineage")
+@_config_option
+@_output_option
+@click.argument("target", metavar="[VERSION | MODEL_ID]", type=int, required=False)
+@click.option("--json", "as_json", is_flag=True, help="The nodes and edges as JSON, instead of a tree.")
+def lineage_tree(config_file, output, target, as_json):
+    """Show what a pushed version (default: the one serving) or a Model artifact was made from, back to the data."""
+    import json
+
+    from pipeline import lineage, lineage_graph, registry
+
+    _, folder, store = _serving(config_file, output)
+    if target is None:
+        target = folder.served()
+        if target is None:
+            _fail(f"nothing serves in {folder.model_dir}; name a version (tfxp models) or a model id", EXIT_BAD_INPUT)
+    root = registry.lineage_root(store, target)
+    if root is None:
+        _fail(f"{target} is neither a pushed version (tfxp models) nor a Model artifact id in MLMD", EXIT_BAD_INPUT)
+    graph = lineage.upstream_graph(store, root)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(graph), indent=2))
+    else:
+        Console(highlight=False, soft_wrap=True).print(lineage_graph.tree(graph))
 
 
 @main.command(name="report")

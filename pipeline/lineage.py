@@ -47,6 +47,11 @@ def open_store(output_root: Path) -> metadata_store.MetadataStore:
     return metadata_store.MetadataStore(config)
 
 
+def node_id_of(node: metadata_store_pb2.Context) -> str:
+    """The component id in a node context's name, "<pipeline>.<node id>"."""
+    return node.name.split(".", 1)[-1]
+
+
 def pipeline_runs(store: metadata_store.MetadataStore) -> list[metadata_store_pb2.Context]:
     """Every recorded run of every pipeline in the store, oldest first."""
     return sorted(store.get_contexts_by_type(PIPELINE_RUN), key=lambda c: c.id)
@@ -67,7 +72,7 @@ def run_executions(store: metadata_store.MetadataStore, run: metadata_store_pb2.
     executions = {e.id: e for e in store.get_executions_by_context(run.id)}
     node_of = {}
     for node in store.get_contexts_by_type(NODE):
-        node_id = node.name.split(".", 1)[-1]
+        node_id = node_id_of(node)
         for execution in store.get_executions_by_context(node.id):
             if execution.id in executions:
                 node_of[execution.id] = node_id
@@ -93,23 +98,105 @@ def latest_run_executions(store: metadata_store.MetadataStore) -> dict[str, Node
     return run_executions(store, pipeline_runs(store)[-1])
 
 
-def upstream_artifacts(store: metadata_store.MetadataStore, artifact_id: int) -> list[metadata_store_pb2.Artifact]:
-    """Every artifact that `artifact_id` was derived from, following MLMD events back to the data."""
-    types = {t.id: t.name for t in store.get_artifact_types()}
+@dataclasses.dataclass
+class LineageNode:
+    """An artifact or an execution in a lineage graph."""
+
+    key: str  # "artifact:12" or "execution:7": unique across both kinds, unlike MLMD ids
+    kind: str  # "artifact" or "execution"
+    type: str  # artifact type (Model, Examples, …), or for an execution its node id (Trainer, Approval, …)
+    mlmd_id: int
+    label: str  # an artifact's span ("span 3") or the tail of its uri; an execution's state (COMPLETE, CACHED, …)
+    uri: str | None  # an artifact's; None for an execution
+
+
+@dataclasses.dataclass
+class LineageGraph:
+    """What an artifact was made from: artifacts and the executions between them, back to the data."""
+
+    root: str  # the key of the artifact asked about
+    nodes: list[LineageNode]
+    edges: list[tuple[str, str]]  # input artifact → execution, execution → output artifact
+
+    def node(self, key: str) -> LineageNode:
+        """The node with this key."""
+        return next(n for n in self.nodes if n.key == key)
+
+    def inputs(self, key: str) -> list[str]:
+        """The keys with an edge into `key`: an execution's inputs, or the execution that made an artifact."""
+        return [source for source, target in self.edges if target == key]
+
+
+def _artifact_key(artifact_id: int) -> str:
+    return f"artifact:{artifact_id}"
+
+
+def _execution_key(execution_id: int) -> str:
+    return f"execution:{execution_id}"
+
+
+def _walk_upstream(store: metadata_store.MetadataStore, artifact_id: int):
+    """Follows MLMD events back from `artifact_id` to the data: the artifacts found on the way (the start
+    excluded), the executions that made them, and the edges. An artifact's producer is the first execution
+    that output it; a cached execution records the same output again, from the same inputs."""
     seen, frontier, found = {artifact_id}, [artifact_id], []
+    executions, edges = {}, []
     while frontier:
-        producers = {e.execution_id for e in store.get_events_by_artifact_ids(frontier) if e.type in OUTPUT_EVENTS}
+        producer_of = {}
+        for event in sorted(store.get_events_by_artifact_ids(frontier), key=lambda e: e.execution_id):
+            if event.type in OUTPUT_EVENTS:
+                producer_of.setdefault(event.artifact_id, event.execution_id)
+        edges.extend((_execution_key(e), _artifact_key(a)) for a, e in producer_of.items())
+        new = sorted(set(producer_of.values()) - set(executions))
         frontier = []
-        if not producers:
+        if not new:
             break
-        for event in store.get_events_by_execution_ids(list(producers)):
-            if event.type in INPUT_EVENTS and event.artifact_id not in seen:
-                seen.add(event.artifact_id)
-                frontier.append(event.artifact_id)
+        executions.update((e.id, e) for e in store.get_executions_by_id(new))
+        for event in store.get_events_by_execution_ids(new):
+            if event.type in INPUT_EVENTS:
+                edges.append((_artifact_key(event.artifact_id), _execution_key(event.execution_id)))
+                if event.artifact_id not in seen:
+                    seen.add(event.artifact_id)
+                    frontier.append(event.artifact_id)
         found.extend(store.get_artifacts_by_id(frontier))
+    types = {t.id: t.name for t in store.get_artifact_types()}
     for artifact in found:
         artifact.type = types.get(artifact.type_id, artifact.type)
-    return found
+    return found, list(executions.values()), list(dict.fromkeys(edges))
+
+
+def upstream_artifacts(store: metadata_store.MetadataStore, artifact_id: int) -> list[metadata_store_pb2.Artifact]:
+    """Every artifact that `artifact_id` was derived from, following MLMD events back to the data."""
+    return _walk_upstream(store, artifact_id)[0]
+
+
+def upstream_graph(store: metadata_store.MetadataStore, artifact_id: int) -> LineageGraph:
+    """The graph of what `artifact_id` (a Model, a PushedModel, …) was made from; LookupError if no such artifact."""
+    [root] = store.get_artifacts_by_id([artifact_id]) or [None]
+    if root is None:
+        raise LookupError(f"no artifact {artifact_id} in ML Metadata")
+    root.type = {t.id: t.name for t in store.get_artifact_types()}.get(root.type_id, root.type)
+    artifacts, executions, edges = _walk_upstream(store, artifact_id)
+    graph_nodes = [_artifact_node(a) for a in [root, *artifacts]]
+    for execution in executions:
+        node_id, state = _node_id(store, execution), _EXECUTION_STATES.Name(execution.last_known_state)
+        graph_nodes.append(LineageNode(_execution_key(execution.id), "execution", node_id, execution.id, state, None))
+    return LineageGraph(_artifact_key(artifact_id), graph_nodes, edges)
+
+
+def _artifact_node(artifact: metadata_store_pb2.Artifact) -> LineageNode:
+    found = span(artifact)
+    label = f"span {found}" if found is not None else "/".join(Path(artifact.uri).parts[-2:])
+    return LineageNode(_artifact_key(artifact.id), "artifact", artifact.type, artifact.id, label, artifact.uri)
+
+
+def _node_id(store: metadata_store.MetadataStore, execution: metadata_store_pb2.Execution) -> str:
+    """The pipeline node an execution ran (its node context), or for a decision recorded outside a run
+    (`tfxp approve`, `tfxp rollback`) the last part of its execution type."""
+    for context in store.get_contexts_by_execution(execution.id):
+        if context.type == NODE:
+            return node_id_of(context)
+    return execution.type.rsplit(".", 1)[-1]
 
 
 def span(artifact: metadata_store_pb2.Artifact) -> int | None:

@@ -19,6 +19,7 @@ from pipeline import lineage, serving
 FIGURES = ("load_seconds", "p50_ms_batch_1", "p99_ms_batch_1", "p50_ms_batch_64", "p99_ms_batch_64")
 
 PUSHED_MODEL = "PushedModel"
+MODEL = "Model"  # the Trainer's output artifact type
 PIPELINE = "pipeline"  # the context type TFX gives a pipeline; its name is the pipeline's
 ROLLBACK = "Rollback"  # execution type of a `tfxp rollback`
 # What the end-of-run summary records on the Pusher's PushedModel, so listings need not load TFMA. Not on
@@ -286,6 +287,17 @@ def served_gate(store: metadata_store.MetadataStore, version: int | None) -> str
 def served_model_id(store: metadata_store.MetadataStore, version: int | None) -> int | None:
     """The id of the model a version in the serving folder was pushed from."""
     return pushed_version_models(store).get(version) if version is not None else None
+
+
+def lineage_root(store: metadata_store.MetadataStore, version_or_model_id: int) -> int | None:
+    """The artifact to trace a number back from: a pushed version's PushedModel, else the Model artifact with that
+    id; None when it is neither. Versions are push times in seconds, far above any artifact id."""
+    pushed = _pushed_by_version(store).get(version_or_model_id)
+    if pushed is not None:
+        return pushed.id
+    types = {t.id: t.name for t in store.get_artifact_types()}
+    found = store.get_artifacts_by_id([version_or_model_id])
+    return version_or_model_id if found and types.get(found[0].type_id) == MODEL else None
 
 
 def record_decision(

@@ -19,7 +19,7 @@ from ml_metadata.metadata_store import metadata_store
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 
 from models import evaluation
-from pipeline import charts, guards, lineage, monitoring, nodes, report, splits
+from pipeline import charts, guards, history, lineage, lineage_graph, monitoring, nodes, report, splits
 from pipeline.settings import Settings
 
 REPORT_FILE = "index.html"
@@ -90,8 +90,9 @@ class Page:
     """Everything the template shows; a section is None when the run stopped before it."""
 
     project: str
-    run: dict[str, object]
-    nodes: list[dict[str, object]]
+    run: history.RunSummary
+    exit_code: int | None
+    exit_meaning: str | None
     data: Data | None
     model: Model | None
     evaluation: Evaluation | None
@@ -134,33 +135,39 @@ def render(page: Page) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return environment.get_template(TEMPLATE).render(page=page, exit_meanings=_exit_meanings())
+    return environment.get_template(TEMPLATE).render(page=page)
 
 
 def _exit_meanings() -> dict[int, str]:
-    from pipeline import cli  # the CLI owns the exit codes; imported late, as it imports this module's callers
+    from pipeline import cli  # the CLI owns the exit codes and calls this module, so it is imported when needed
 
     return cli.EXIT_MEANINGS
 
 
-def _run(store: metadata_store.MetadataStore, run_id: int):
-    for context in lineage.pipeline_runs(store):
-        if context.id == run_id:
-            return context
-    raise UnknownRun(f"no run {run_id} in this output folder")
+def cli_exit_code(outcome: str) -> int | None:
+    """The code `tfxp run` exited with for a run that ended this way (history.outcome), or None when the outcome
+    does not tell (a cached run replays an earlier decision)."""
+    from pipeline import cli
+
+    return cli.exit_code_of(outcome)
 
 
 def build_page(
     store: metadata_store.MetadataStore, run_id: int, settings: Settings, exit_code: int | None = None
 ) -> Page:
-    """Reads what run `run_id` executed and produced into the report's sections."""
-    executions = lineage.run_executions(store, _run(store, run_id))
-    failed = [n for n, e in executions.items() if e.state == "FAILED"]
+    """Reads what run `run_id` executed and produced into the report's sections; UnknownRun if no run has it."""
+    summary = history.run_summary(store, run_id)
+    if summary is None:
+        raise UnknownRun(f"no run {run_id} in {settings.paths.output_root}")
+    executions = lineage.run_executions(store, store.get_contexts_by_id([run_id])[0])
+    failed = [node for node, ran in summary.nodes.items() if ran.state == "FAILED"]
     model = executions[nodes.TRAINER].output("model") if nodes.TRAINER in executions else None
+    code = exit_code if exit_code is not None else cli_exit_code(summary.outcome)
     return Page(
         project=settings.model_name,
-        run={"id": run_id, "exit_code": exit_code, "span": None, "started": None, "finished": None, "outcome": None},
-        nodes=[{"node": n, "state": e.state, "seconds": None} for n, e in executions.items()],
+        run=summary,
+        exit_code=code,
+        exit_meaning=_exit_meanings().get(code, "failed") if code is not None else None,
         data=_data(executions, store),
         model=_model(executions),
         evaluation=_evaluation(executions, settings),
@@ -405,9 +412,28 @@ def _plot(evaluation_uri: str, settings: Settings) -> tuple[Markup | None, str]:
     return None, ""
 
 
-def _lineage(store, model_id: int) -> Markup | list:
+def _lineage(store, model_id: int) -> Markup | list[dict]:
     """The model's upstream graph as SVG, or, without Graphviz, the same facts as a nested list."""
-    return [{"label": f"{a.type}: {a.uri}", "children": []} for a in lineage.upstream_artifacts(store, model_id)]
+    graph = lineage.upstream_graph(store, model_id)
+    svg = lineage_graph.to_svg(graph)
+    if svg is not None:
+        return Markup(svg)
+    return [
+        {"label": lineage_graph.caption(graph.node(graph.root)), "children": _nested(graph, graph.root, {graph.root})}
+    ]
+
+
+def _nested(graph: lineage.LineageGraph, key: str, drawn: set[str]) -> list[dict]:
+    """The inputs of `key` as {label, children} items, back to the data; a node reached twice is listed once."""
+    items = []
+    for source in graph.inputs(key):
+        caption = lineage_graph.caption(graph.node(source))
+        if source in drawn:
+            items.append({"label": f"{caption}, as above", "children": []})
+        else:
+            drawn.add(source)
+            items.append({"label": caption, "children": _nested(graph, source, drawn)})
+    return items
 
 
 def _serving(executions: dict[str, lineage.NodeExecution]) -> Serving | None:

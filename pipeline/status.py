@@ -15,8 +15,6 @@ from pipeline import lineage, monitoring, nodes, registry, serving
 from pipeline.config import Project
 from pipeline.settings import find_spans
 
-MODEL = "Model"
-
 
 @dataclasses.dataclass(frozen=True)
 class Serving:
@@ -61,7 +59,7 @@ class Status:
 def _trained_spans(store: metadata_store.MetadataStore) -> set[int]:
     """The span of the examples every model in the store was trained on."""
     try:
-        models = store.get_artifacts_by_type(MODEL)
+        models = store.get_artifacts_by_type(registry.MODEL)
     except Exception:  # noqa: BLE001  (MLMD raises NotFound before the first Trainer)
         return set()
     spans = set()

@@ -265,6 +265,8 @@ def test_every_command_has_help():
                 "reject",
                 "monitor",
                 "status",
+                "runs",
+                "lineage",
                 "report",
             )
         ),
