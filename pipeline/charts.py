@@ -111,22 +111,24 @@ def slice_bars(
         axes.axvline(baseline, color="#55a868", linestyle=":", linewidth=1.5, label=f"baseline model {baseline:.3f}")
     axes.invert_yaxis()
     axes.set_xlabel(metric, fontsize=8)
-    if threshold is not None or baseline is not None:
-        axes.legend(fontsize=7, frameon=False, loc="lower right")
+    if threshold is not None or baseline is not None:  # beside the axes: a bar near 1.0 would hide it inside
+        axes.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.08, 0.5))
     return _svg(figure, name)
 
 
 def matrix(name: str, counts: Sequence[Sequence[float]], labels: Sequence[str]) -> str:
     """A confusion matrix: actual classes down, predicted across, each cell's count written in it."""
     figure, axes = plt.subplots(figsize=(0.6 * len(labels) + 1.6, 0.6 * len(labels) + 1.2))
-    axes.imshow(counts, cmap="Blues")
+    axes.pcolormesh(counts, cmap="Blues", edgecolors="white")  # vector cells; imshow would embed a PNG
+    axes.invert_yaxis()
     top = max((c for row in counts for c in row), default=0)
     for i, row in enumerate(counts):
         for j, count in enumerate(row):
             color = "white" if count > top / 2 else "black"
-            axes.text(j, i, f"{count:.0f}", ha="center", va="center", fontsize=8, color=color)
-    axes.set_xticks(range(len(labels)), labels, fontsize=7, rotation=30, ha="right")
-    axes.set_yticks(range(len(labels)), labels, fontsize=7)
+            axes.text(j + 0.5, i + 0.5, f"{count:.0f}", ha="center", va="center", fontsize=8, color=color)
+    centres = [k + 0.5 for k in range(len(labels))]
+    axes.set_xticks(centres, labels, fontsize=7, rotation=30, ha="right")
+    axes.set_yticks(centres, labels, fontsize=7)
     axes.set_xlabel("predicted", fontsize=8)
     axes.set_ylabel("actual", fontsize=8)
     return _svg(figure, name)

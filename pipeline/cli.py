@@ -404,11 +404,12 @@ def _run_and_report(settings: settings_module.Settings, out: Console, err: Conso
 
 def _newest_run(settings: settings_module.Settings) -> int | None:
     """The newest run recorded in the output folder's MLMD store, or None before the first."""
-    from pipeline import lineage, run_report
+    from pipeline import lineage
 
     if not settings.paths.metadata_path.is_file():
         return None
-    return run_report.newest_run(lineage.open_store(settings.paths.output_root))
+    runs = lineage.pipeline_runs(lineage.open_store(settings.paths.output_root))
+    return runs[-1].id if runs else None
 
 
 def _write_report(settings: settings_module.Settings, before: int | None, code: int, console: Console) -> None:
@@ -857,20 +858,21 @@ def lineage_tree(config_file, output, target, as_json):
 def report_command(config_file, output, run_id, open_it):
     """Rebuild the HTML report of a run (default: the newest) from ML Metadata: its data, model, evaluation,
     lineage and push, in one file with no network requests."""
+    from pipeline import history, lineage
+
     settings = _load(config_file, {"output": _absolute(output)})
-    if not settings.paths.metadata_path.is_file():
+    run_id = run_id if run_id is not None else _newest_run(settings)
+    if run_id is None:
         _fail(f"no runs in {settings.paths.output_root}; run `tfxp run` first", EXIT_BAD_INPUT)
+    # Asked of MLMD alone, before TensorFlow loads: a mistyped id is answered at once.
+    if history.run_summary(lineage.open_store(settings.paths.output_root), run_id) is None:
+        _fail(f"no run {run_id} in {settings.paths.output_root}; `tfxp runs` lists them", EXIT_BAD_INPUT)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter, before TFMA imports it
     warnings.simplefilter("ignore")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # TFMA's readers log deprecations through it
     from pipeline import run_report
 
-    if run_id is None:
-        run_id = _newest_run(settings)
-    try:
-        path = run_report.write_report(settings, run_id)
-    except run_report.UnknownRun as error:
-        _fail(f"{error}; `tfxp runs` lists them", EXIT_BAD_INPUT)
+    path = run_report.write_report(settings, run_id)
     console = Console(highlight=False, soft_wrap=True)
     console.print(f"Report of run {run_id}: {path}")
     if open_it:

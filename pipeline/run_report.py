@@ -10,7 +10,6 @@ import dataclasses
 import datetime
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import jinja2
@@ -107,22 +106,17 @@ def report_path(settings: Settings, run_id: int) -> Path:
     return settings.paths.reports_dir / str(run_id) / REPORT_FILE
 
 
-def newest_run(store: metadata_store.MetadataStore) -> int | None:
-    """The id of the newest recorded run, or None before the first one."""
-    runs = lineage.pipeline_runs(store)
-    return runs[-1].id if runs else None
-
-
 def write_report(settings: Settings, run_id: int, exit_code: int | None = None) -> Path:
     """Builds the report of run `run_id` from MLMD and writes it atomically; returns its path."""
     store = lineage.open_store(settings.paths.output_root)
     page = build_page(store, run_id, settings, exit_code)
     path = report_path(settings, run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A browser or a web server reading the old file never sees half of the new one.
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp.write(render(page))
-    os.replace(tmp.name, path)
+    # A browser or a web server reading the old file never sees half of the new one. Not tempfile: its 0600
+    # would make the report unreadable to a web server; open() gives the umask's mode.
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(render(page), encoding="utf-8")
+    os.replace(partial, path)
     return path
 
 
