@@ -16,6 +16,9 @@ matplotlib.use("svg")  # no display, no GUI toolkit: the report is written by a 
 from matplotlib import pyplot as plt  # noqa: E402  (after the backend is chosen)
 from matplotlib import ticker  # noqa: E402
 
+# The browser draws the text: name one font for measuring, not matplotlib's dozen fallbacks on every label.
+matplotlib.rcParams["font.sans-serif"] = ["DejaVu Sans"]
+
 COLORS = ("#4c72b0", "#dd8452", "#8c8c8c")  # train, eval, the previous span: one colour per dataset everywhere
 SMALL = (3.4, 1.1)  # inches: a feature's chart beside its row in the data table
 WIDE = (6.4, 2.8)
@@ -49,18 +52,25 @@ def _figure(size: tuple[float, float]):
     return figure, axes
 
 
+def _legend_beside(axes) -> None:
+    """The legend right of the axes, where no bar or bucket can hide it."""
+    axes.legend(fontsize=6, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+
+
 def histogram(name: str, datasets: dict[str, list[tuple[float, float, float]]]) -> str:
     """Overlaid histograms, one per dataset: each a list of (low, high, share of the dataset's values) buckets."""
     figure, axes = _figure(SMALL)
-    for color, (label, buckets) in zip(COLORS, datasets.items(), strict=False):
+    for i, (color, (label, buckets)) in enumerate(zip(COLORS, datasets.items(), strict=False)):
         edges = [low for low, _, _ in buckets] + [buckets[-1][1]] if buckets else []
         shares = [share for _, _, share in buckets]
-        if shares:
-            axes.stairs(shares, edges, label=label, color=color, fill=True, alpha=0.35)
-            axes.stairs(shares, edges, color=color, linewidth=1)
+        if not shares:
+            continue
+        if i < 2:  # train and eval filled; the previous span as a dashed outline, so an unchanged one still shows
+            axes.stairs(shares, edges, color=color, fill=True, alpha=0.35)
+        axes.stairs(shares, edges, label=label, color=color, linewidth=1, linestyle="-" if i < 2 else "--")
     axes.xaxis.set_major_locator(ticker.MaxNLocator(nbins=5, integer=True))
     axes.set_yticks([])
-    axes.legend(fontsize=6, frameon=False)
+    _legend_beside(axes)
     return _svg(figure, name)
 
 
@@ -78,7 +88,7 @@ def bars(name: str, datasets: dict[str, dict[str, float]], most: int = 8) -> str
     axes.set_yticks([row + height * (len(datasets) - 1) / 2 for row in range(len(order))], order)
     axes.invert_yaxis()
     axes.xaxis.set_major_formatter(ticker.PercentFormatter(1.0, decimals=0))
-    axes.legend(fontsize=6, frameon=False)
+    _legend_beside(axes)
     return _svg(figure, name)
 
 

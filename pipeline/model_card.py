@@ -162,10 +162,7 @@ def gather(
     ordered = dict(sorted(slices.items(), key=lambda item: (item[0] != "Overall", item[0])))
     metric = gate["metric"]
     worst = evaluation.worst_slice(ordered, metric, "examples", gate["higher_is_better"], gate["min_slice_size"]) or ""
-    hyperparameters = {}
-    if hyperparameters_uri:
-        with open(os.path.join(hyperparameters_uri, "best_hyperparameters.txt"), encoding="utf-8") as handle:
-            hyperparameters = json.load(handle).get("values", {})
+    hyperparameters = best_hyperparameters(hyperparameters_uri) if hyperparameters_uri else {}
     placeholder = "(not written yet: set it under [card] in tfxp.toml)"
     label = declarations["label"]
     return {
@@ -192,6 +189,15 @@ def gather(
         "slices": ordered,
         "worst_slice": worst,
     }
+
+
+BEST_HYPERPARAMETERS = "best_hyperparameters.txt"  # what TFX's Tuner writes in its HyperParameters artifact
+
+
+def best_hyperparameters(uri: str) -> dict:
+    """The Tuner's best values by name, from the folder of its HyperParameters artifact."""
+    with open(os.path.join(uri, BEST_HYPERPARAMETERS), encoding="utf-8") as handle:
+        return json.load(handle).get("values", {})
 
 
 def write_facts(facts: dict, card_uri: str) -> None:

@@ -18,12 +18,24 @@ from ml_metadata.metadata_store import metadata_store
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 
 from models import evaluation
-from pipeline import charts, guards, history, lineage, lineage_graph, monitoring, nodes, report, splits
+from pipeline import (
+    charts,
+    guards,
+    history,
+    lineage,
+    lineage_graph,
+    model_card,
+    monitoring,
+    nodes,
+    report,
+    splits,
+)
 from pipeline.settings import Settings
 
 REPORT_FILE = "index.html"
 TEMPLATE = "run_report.html.j2"
 SPLITS = ("train", "eval")  # ExampleGen's, in the order the charts draw them
+TUNER_RESULTS = "tuner_results.json"  # TFX's Tuner: one {trial_id, score, hyperparameter values} per trial
 LOSS_TAG = "epoch_loss"  # what Keras's TensorBoard callback logs once per epoch
 LOSS_CURVES = {"train": "training", "validation": "evaluation"}  # the callback's subfolders → the report's words
 
@@ -248,6 +260,7 @@ def _data(executions: dict[str, lineage.NodeExecution], store) -> Data | None:
                 missing=common.num_missing / rows,
                 distinct=distinct,
                 chart=Markup(chart),
+                # summarize's line less the feature's name, which the row already shows
                 drift=monitoring.summarize(findings)[0].split(": ", 1)[1] if findings else "",
                 drifted=any(f.value > f.threshold for f in findings),
             )
@@ -280,14 +293,14 @@ def _model(executions: dict[str, lineage.NodeExecution]) -> Model | None:
         return None
     trainer = executions[nodes.TRAINER]
     chosen = (trainer.inputs.get("hyperparameters") or [None])[0]
-    values, trials = {}, []
+    trials = []
     if chosen is not None:
-        values = json.loads((Path(chosen.uri) / "best_hyperparameters.txt").read_text()).get("values", {})
+        values = model_card.best_hyperparameters(chosen.uri)
         tuner = executions.get(nodes.TUNER)
         results = tuner.output("tuner_results") if tuner is not None else None
-        if results is not None and (Path(results.uri) / "tuner_results.json").is_file():
-            trials = json.loads((Path(results.uri) / "tuner_results.json").read_text())
-            trials.sort(key=lambda t: -(t.get("score") or float("-inf")))
+        if results is not None and (Path(results.uri) / TUNER_RESULTS).is_file():
+            trials = json.loads((Path(results.uri) / TUNER_RESULTS).read_text())
+            trials.sort(key=lambda t: -(t.get("score") or float("-inf")))  # KerasTuner maximises the score
     else:
         from models import hyperparameters
 
@@ -318,26 +331,21 @@ def _loss_curves(model_run: Path) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
-def _gate_threshold(evaluator: lineage.NodeExecution, key: str) -> float | None:
+def _gate_threshold(evaluator: lineage.NodeExecution, gate: evaluation.Metric) -> float | None:
     """The gate's value bound as this run's Evaluator was configured (the project file may have changed since)."""
     config = evaluator.execution.custom_properties.get("eval_config")
     if config is None:
         return None
     for spec in json.loads(config.string_value).get("metrics_specs", []):
         for metric in spec.get("metrics", []):
+            if metric.get("class_name") != gate.class_name:
+                continue
             for per_slice in metric.get("per_slice_thresholds", []):
                 bound = per_slice.get("threshold", {}).get("value_threshold", {})
                 for side in ("lower_bound", "upper_bound"):
-                    if side in bound and evaluation_key(metric) == key:
+                    if side in bound:
                         return float(bound[side])
     return None
-
-
-def evaluation_key(metric_config: dict) -> str:
-    """TFMA's result key for a metric config (class name → key), per models/evaluation.py."""
-    return {m.class_name: m.key for ms in evaluation.METRICS.values() for m in ms}.get(
-        metric_config.get("class_name"), ""
-    )
 
 
 def _evaluation(executions: dict[str, lineage.NodeExecution], settings: Settings) -> Evaluation | None:
@@ -349,15 +357,12 @@ def _evaluation(executions: dict[str, lineage.NodeExecution], settings: Settings
     problem = settings.declarations.label.problem
     reported = evaluation.reported_metrics(problem)
     slices, changes = report.read_metrics(artifact.uri, reported)
+    slices = dict(sorted(slices.items(), key=lambda item: (item[0] != "Overall", item[0])))
     gate = evaluation.metric(problem, settings.gate.metric)
-    values = {
-        name: v[gate.key]
-        for name, v in sorted(slices.items(), key=lambda s: (s[0] != "Overall", s[0]))
-        if gate.key in v
-    }
+    values = {name: found[gate.key] for name, found in slices.items() if gate.key in found}
     overall = slices.get("Overall", {}).get(gate.key)
     baseline = overall - changes[gate.key] if overall is not None and gate.key in changes else None
-    threshold = _gate_threshold(evaluator, gate.key)
+    threshold = _gate_threshold(evaluator, gate)
     blessed = lineage.custom_property(evaluator.output("blessing"), "blessed") == 1
     plot, title = _plot(artifact.uri, settings)
     return Evaluation(
@@ -367,7 +372,7 @@ def _evaluation(executions: dict[str, lineage.NodeExecution], settings: Settings
         blessed=blessed,
         reasons=[] if blessed else report.failed_thresholds(artifact.uri, slices, settings),
         metrics=reported,
-        slices={name: slices[name] for name in values} | slices,
+        slices=slices,
         gate_chart=Markup(charts.slice_bars("gate", values, gate.name, threshold, baseline)),
         plot=plot,
         plot_title=title,

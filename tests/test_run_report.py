@@ -286,3 +286,25 @@ def test_an_unknown_run_is_refused(tmp_path):
     settings = _settings(tmp_path / "outputs")
     with pytest.raises(run_report.UnknownRun, match="no run 5 in"):
         run_report.write_report(settings, 5)
+
+
+def test_a_binary_model_gets_tfmas_confusion_matrix_at_the_cut(tmp_path, project):
+    import pandas as pd
+    import tensorflow_model_analysis as tfma
+
+    from tests.test_fairness import BINARY, _raw_data_config
+    from tests.test_fairness import _settings as binary_settings
+
+    resolved = binary_settings(project, BINARY)
+    label = resolved.declarations.label
+    # 3 true negatives, 1 false positive, 2 false negatives, 4 true positives at the 0.5 cut
+    scores = [(0, 0.1)] * 3 + [(0, 0.7)] + [(1, 0.2)] * 2 + [(1, 0.9)] * 4
+    rows = [{label.transformed_name: float(y), "probability": p, "island": "Biscoe"} for y, p in scores]
+    tfma.analyze_raw_data(pd.DataFrame(rows), _raw_data_config(resolved), output_path=str(tmp_path / "evaluation"))
+
+    plot, title = run_report._plot(str(tmp_path / "evaluation"), resolved)
+
+    assert title == f"Confusion matrix at {evaluation.ERROR_RATE_CUT:g}, eval split"
+    cells = [int(n) for n in re.findall(r">(\d+)</text>", plot)]
+    assert cells == [3, 1, 2, 4]  # actual down, predicted across
+    assert all(name in plot for name in label.classes)
