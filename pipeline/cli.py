@@ -420,7 +420,7 @@ def _write_report(settings: settings_module.Settings, before: int | None, code: 
     if run_id is None or run_id == before:
         return
     try:
-        path = run_report.write_report(settings, run_id, code)
+        path = run_report.write_report(settings, run_id, (code, _meaning(code)))
     except Exception as error:  # noqa: BLE001  (the run's own result and exit code still stand)
         console.print(f"[bold red]Could not write the run report:[/] {type(error).__name__}: {escape(str(error))}")
         return
@@ -865,14 +865,16 @@ def report_command(config_file, output, run_id, open_it):
     if run_id is None:
         _fail(f"no runs in {settings.paths.output_root}; run `tfxp run` first", EXIT_BAD_INPUT)
     # Asked of MLMD alone, before TensorFlow loads: a mistyped id is answered at once.
-    if history.run_summary(lineage.open_store(settings.paths.output_root), run_id) is None:
+    summary = history.run_summary(lineage.open_store(settings.paths.output_root), run_id)
+    if summary is None:
         _fail(f"no run {run_id} in {settings.paths.output_root}; `tfxp runs` lists them", EXIT_BAD_INPUT)
+    code = exit_code_of(summary.outcome)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter, before TFMA imports it
     warnings.simplefilter("ignore")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # TFMA's readers log deprecations through it
     from pipeline import run_report
 
-    path = run_report.write_report(settings, run_id)
+    path = run_report.write_report(settings, run_id, None if code is None else (code, _meaning(code)))
     console = Console(highlight=False, soft_wrap=True)
     console.print(f"Report of run {run_id}: {path}")
     if open_it:
@@ -897,7 +899,7 @@ class _Duration(click.ParamType):
 
 
 def _meaning(code: int) -> str:
-    """What a `tfxp run` exit code means, for the watcher's one-line report."""
+    """What a `tfxp run` exit code means, for the watcher's one-line report and the run report."""
     if code < 0:
         return f"killed by {signal.Signals(-code).name}"
     return EXIT_MEANINGS.get(code, "failed")

@@ -59,6 +59,8 @@ class Feature:
 
 @dataclasses.dataclass
 class Data:
+    """The Data section: TFDV's statistics per feature, and what validation and drift found."""
+
     rows: dict[str, int]  # examples per split
     features: list[Feature]
     anomalies: list[str]  # ExampleValidator's findings against the schema
@@ -68,6 +70,8 @@ class Data:
 
 @dataclasses.dataclass
 class Model:
+    """The Model section: the hyperparameters training used, and its loss by epoch."""
+
     hyperparameters: dict[str, object]
     tuned: bool  # False: training took the search space's defaults
     trials: list[dict[str, object]]  # KerasTuner's trials, best score first
@@ -76,6 +80,8 @@ class Model:
 
 @dataclasses.dataclass
 class Evaluation:
+    """The Evaluation section: TFMA's metrics per slice, the gate, and the confusion matrix."""
+
     gate_metric: str
     threshold: float | None
     baseline: float | None  # the last blessed model's overall value of the gate metric
@@ -90,6 +96,8 @@ class Evaluation:
 
 @dataclasses.dataclass
 class Serving:
+    """The Serving section: what the Pusher did with the model."""
+
     pushed: bool
     version: str | None
     path: str | None
@@ -102,8 +110,7 @@ class Page:
 
     project: str
     run: history.RunSummary
-    exit_code: int | None
-    exit_meaning: str | None
+    exit_status: tuple[int, str] | None  # the exit code of `tfxp run` and what it means, when known
     data: Data | None
     model: Model | None
     evaluation: Evaluation | None
@@ -118,10 +125,11 @@ def report_path(settings: Settings, run_id: int) -> Path:
     return settings.paths.reports_dir / str(run_id) / REPORT_FILE
 
 
-def write_report(settings: Settings, run_id: int, exit_code: int | None = None) -> Path:
-    """Builds the report of run `run_id` from MLMD and writes it atomically; returns its path."""
+def write_report(settings: Settings, run_id: int, exit_status: tuple[int, str] | None = None) -> Path:
+    """Builds the report of run `run_id` from MLMD and writes it atomically; returns its path. `exit_status` is
+    the run's exit code and its meaning, which the command line owns."""
     store = lineage.open_store(settings.paths.output_root)
-    page = build_page(store, run_id, settings, exit_code)
+    page = build_page(store, run_id, settings, exit_status)
     path = report_path(settings, run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A browser or a web server reading the old file never sees half of the new one. Not tempfile: its 0600
@@ -144,22 +152,11 @@ def render(page: Page) -> str:
     return environment.get_template(TEMPLATE).render(page=page)
 
 
-def _exit_meanings() -> dict[int, str]:
-    from pipeline import cli  # the CLI owns the exit codes and calls this module, so it is imported when needed
-
-    return cli.EXIT_MEANINGS
-
-
-def cli_exit_code(outcome: str) -> int | None:
-    """The code `tfxp run` exited with for a run that ended this way (history.outcome), or None when the outcome
-    does not tell (a cached run replays an earlier decision)."""
-    from pipeline import cli
-
-    return cli.exit_code_of(outcome)
-
-
 def build_page(
-    store: metadata_store.MetadataStore, run_id: int, settings: Settings, exit_code: int | None = None
+    store: metadata_store.MetadataStore,
+    run_id: int,
+    settings: Settings,
+    exit_status: tuple[int, str] | None = None,
 ) -> Page:
     """Reads what run `run_id` executed and produced into the report's sections; UnknownRun if no run has it."""
     summary = history.run_summary(store, run_id)
@@ -168,12 +165,10 @@ def build_page(
     executions = lineage.run_executions(store, store.get_contexts_by_id([run_id])[0])
     failed = [node for node, ran in summary.nodes.items() if ran.state == "FAILED"]
     model = executions[nodes.TRAINER].output("model") if nodes.TRAINER in executions else None
-    code = exit_code if exit_code is not None else cli_exit_code(summary.outcome)
     return Page(
         project=settings.model_name,
         run=summary,
-        exit_code=code,
-        exit_meaning=_exit_meanings().get(code, "failed") if code is not None else None,
+        exit_status=exit_status,
         data=_data(executions, store),
         model=_model(executions),
         evaluation=_evaluation(executions, settings),

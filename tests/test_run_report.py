@@ -268,7 +268,7 @@ def test_a_run_stopped_by_anomalies_reports_its_data_and_says_where_it_stopped(t
     mlmd_records.execute(store, run, nodes.EXAMPLE_VALIDATOR, "COMPLETE", outputs={"anomalies": anomalies})
     mlmd_records.execute(store, run, nodes.ANOMALIES_GATE, "FAILED")
 
-    path = run_report.write_report(settings, run.id, cli.EXIT_FAILED)
+    path = run_report.write_report(settings, run.id, (cli.EXIT_FAILED, cli.EXIT_MEANINGS[cli.EXIT_FAILED]))
 
     sections = _sections(path.read_text())
     assert "stopped by anomalies" in sections["run"] and "The run stopped at AnomaliesGate" in sections["run"]
