@@ -1,6 +1,9 @@
-"""`tfxp tensorboard` on a folder of training logs, without running the pipeline: a SIGTERM stops the server too."""
+"""`tfxp tensorboard`: a SIGTERM stops the server too (on a folder of logs, no pipeline), and a real run's loss
+curves show in a real browser."""
 
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -10,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 import tensorflow as tf
 
 from pipeline import nodes
@@ -65,21 +69,68 @@ def _serving(log_dir: Path) -> list[psutil.Process]:
     return found
 
 
-def test_sigterm_to_tfxp_tensorboard_stops_the_server_and_frees_the_port(tmp_path):
-    output = tmp_path / "outputs"
-    log_dir = _write_training_logs(output)
-    port = _free_port()
-    with open(tmp_path / "stdout", "w") as out, open(tmp_path / "stderr", "w") as err:
+def _start_tensorboard(output: Path, port: int, folder: Path) -> subprocess.Popen:
+    """`tfxp tensorboard` on `output`, its stdout and stderr in `folder`; waits until it answers HTTP."""
+    with open(folder / "stdout", "w") as out, open(folder / "stderr", "w") as err:
         tfxp = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "tensorboard", "--output", str(output), "--port", str(port)],
             cwd=PROJECT_ROOT,
             stdout=out,
             stderr=err,
         )
+    deadline = time.monotonic() + 180  # TensorBoard imports TensorFlow: slow on a busy machine
+    while not _answers_http(port) and time.monotonic() < deadline and tfxp.poll() is None:
+        time.sleep(1)
+    return tfxp
+
+
+def _browse(url: str, folder: Path) -> str:
+    """The page's DOM once headless Chromium has run its scripts for 15 s of virtual time; leaves a screenshot,
+    page.png, in `folder`."""
+    chromium = shutil.which("chromium")
+    assert chromium, "headless Chromium is needed: apt-get install chromium (.ci/run installs it)"
+    browser = [
+        chromium,
+        "--headless",
+        "--no-sandbox",  # Chromium refuses to run as root (CI) with its sandbox on
+        "--disable-gpu",
+        "--disable-crash-reporter",
+        f"--user-data-dir={folder / 'chromium-profile'}",  # not the user's profile, nor another test's
+        "--window-size=1280,900",
+        "--virtual-time-budget=15000",  # TensorBoard's scripts fetch the runs, then the scalars, then draw
+    ]
+    subprocess.run([*browser, f"--screenshot={folder / 'page.png'}", url], capture_output=True, timeout=120, check=True)
+    return subprocess.run([*browser, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+@pytest.mark.pipeline
+def test_a_browser_shows_the_loss_curves_of_a_real_run(two_runs, tmp_path):
+    log_dir = nodes.training_logs(two_runs.output / "pipeline")
+    runs = [f"{training.name}/{split.name}" for training in log_dir.iterdir() for split in training.iterdir()]
+    port = _free_port()
+    tfxp = _start_tensorboard(two_runs.output, port, tmp_path)
     try:
-        deadline = time.monotonic() + 180  # TensorBoard imports TensorFlow: slow on a busy machine
-        while not _answers_http(port) and time.monotonic() < deadline and tfxp.poll() is None:
-            time.sleep(1)
+        assert _answers_http(port), (tmp_path / "stderr").read_text()[-2000:]
+        page = _browse(f"http://localhost:{port}/#timeseries", tmp_path)
+    finally:
+        stop(tfxp)
+    assert {run.split("/")[1] for run in runs} == {"train", "validation"}, runs
+    cards = re.findall(r"<scalar-card-component.*?</scalar-card-component>", page, re.DOTALL)
+    found = [card for card in cards if 'title="epoch_loss"' in card]
+    assert len(found) == 1, f"{len(cards)} scalar cards, none of epoch_loss; see {tmp_path / 'page.png'}"
+    [loss] = found
+    assert "<line-chart" in loss  # the curves are drawn, not only named
+    for run in runs:  # the card's table of values under the chart names each run's curve
+        assert f" {run} " in loss, f"no {run} curve on the epoch_loss card"
+    assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_sigterm_to_tfxp_tensorboard_stops_the_server_and_frees_the_port(tmp_path):
+    output = tmp_path / "outputs"
+    log_dir = _write_training_logs(output)
+    port = _free_port()
+    tfxp = _start_tensorboard(output, port, tmp_path)
+    try:
         assert tfxp.poll() is None, (tmp_path / "stderr").read_text()[-2000:]
         assert _answers_http(port), "TensorBoard did not answer within 180 s"
 
