@@ -1,6 +1,9 @@
-"""`tfxp tensorboard` on a folder of training logs, without running the pipeline: a SIGTERM stops the server too."""
+"""`tfxp tensorboard`: a SIGTERM stops the server too (on a folder of logs, no pipeline), and a real run's loss
+curves show in a real browser."""
 
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -10,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 import tensorflow as tf
 
 from pipeline import nodes
@@ -65,21 +69,100 @@ def _serving(log_dir: Path) -> list[psutil.Process]:
     return found
 
 
-def test_sigterm_to_tfxp_tensorboard_stops_the_server_and_frees_the_port(tmp_path):
-    output = tmp_path / "outputs"
-    log_dir = _write_training_logs(output)
-    port = _free_port()
-    with open(tmp_path / "stdout", "w") as out, open(tmp_path / "stderr", "w") as err:
+def _start_tensorboard(output: Path, port: int, folder: Path) -> subprocess.Popen:
+    """`tfxp tensorboard` on `output`, its stdout and stderr in `folder`; waits until it answers HTTP."""
+    with open(folder / "stdout", "w") as out, open(folder / "stderr", "w") as err:
         tfxp = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "tensorboard", "--output", str(output), "--port", str(port)],
             cwd=PROJECT_ROOT,
             stdout=out,
             stderr=err,
         )
+    deadline = time.monotonic() + 180  # TensorBoard imports TensorFlow: slow on a busy machine
+    while not _answers_http(port) and time.monotonic() < deadline and tfxp.poll() is None:
+        time.sleep(1)
+    return tfxp
+
+
+def _chromium(folder: Path, *args: str) -> str:
+    """Headless Chromium on a page for 15 s of virtual time, with `args` saying what to keep; its stdout."""
+    chromium = shutil.which("chromium")
+    assert chromium, "headless Chromium is needed: apt-get install chromium (.ci/run installs it)"
+    browser = [
+        chromium,
+        "--headless",
+        "--no-sandbox",  # Chromium refuses to run as root (CI) with its sandbox on
+        "--disable-gpu",
+        "--disable-crash-reporter",
+        f"--user-data-dir={folder / 'chromium-profile'}",  # not the user's profile, nor another test's
+        "--window-size=1280,900",
+        "--virtual-time-budget=15000",  # TensorBoard's scripts fetch the runs, then the tags, then the scalars
+    ]
+    return subprocess.run([*browser, *args], capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+# Only the loss card, its charts drawn as SVG paths (not on a WebGL canvas) so the page's DOM holds the curves.
+LOSS_PAGE = "/?forceSVG=true&tagFilter=epoch_loss#timeseries"
+ATTEMPTS = 4  # on a busy machine the page may still be fetching its tags when the budget runs out: look again
+
+
+def _curves(page: str) -> tuple[str, set[tuple[int, ...]]]:
+    """The epoch_loss card of a dumped TensorBoard page ("" if not drawn yet), and the colours of its curves."""
+    cards = re.findall(r"<scalar-card-component.*?</scalar-card-component>", page, re.DOTALL)
+    loss = next((c for c in cards if 'title="epoch_loss"' in c), "")
+    lines = re.findall(r'<path d="M[^"]*L[^"]*" style="fill: none; stroke: rgb\(([^)]*)\); opacity: 1;', loss)
+    return loss, {tuple(int(v) for v in rgb.split(", ")) for rgb in lines}
+
+
+def _drawn(screenshot: Path, colours: set[tuple[int, ...]]) -> bool:
+    """Whether a screenshot shows a line of each colour right of the run list: a few hundred pixels each, where
+    the legend's dot under the chart has 60."""
+    from PIL import Image
+
+    image = Image.open(screenshot).convert("RGB")
+    pixels = image.load()
+    counts = dict.fromkeys(colours, 0)
+    for x in range(260, image.width):  # the run list, with its own coloured dots, is the first 256 pixels
+        for y in range(image.height):
+            if pixels[x, y] in counts:
+                counts[pixels[x, y]] += 1
+    return all(count > 150 for count in counts.values())
+
+
+@pytest.mark.pipeline
+def test_a_browser_shows_the_loss_curves_of_a_real_run(two_runs, tmp_path):
+    log_dir = nodes.training_logs(two_runs.output / "pipeline")
+    runs = [f"{training.name}/{split.name}" for training in log_dir.iterdir() for split in training.iterdir()]
+    assert {run.split("/")[1] for run in runs} == {"train", "validation"}, runs
+    port = _free_port()
+    screenshot = tmp_path / "page.png"
+    tfxp = _start_tensorboard(two_runs.output, port, tmp_path)
     try:
-        deadline = time.monotonic() + 180  # TensorBoard imports TensorFlow: slow on a busy machine
-        while not _answers_http(port) and time.monotonic() < deadline and tfxp.poll() is None:
-            time.sleep(1)
+        assert _answers_http(port), (tmp_path / "stderr").read_text()[-2000:]
+        url = f"http://localhost:{port}{LOSS_PAGE}"
+        for _ in range(ATTEMPTS):
+            loss, colours = _curves(_chromium(tmp_path, "--dump-dom", url))
+            if len(colours) == len(runs):
+                break
+        for _ in range(ATTEMPTS if colours else 0):  # a separate load of the page, kept to look at
+            _chromium(tmp_path, f"--screenshot={screenshot}", url)
+            if _drawn(screenshot, colours):
+                break
+    finally:
+        stop(tfxp)
+    assert loss, "no epoch_loss card on the page"
+    assert len(colours) == len(runs), f"{len(colours)} curves drawn for {runs}"
+    for run in runs:  # the card's table of values under the chart names each run
+        assert f" {run} " in loss, f"{run} is not on the epoch_loss card"
+    assert _drawn(screenshot, colours), f"the screenshot shows no curves: {screenshot}"
+
+
+def test_sigterm_to_tfxp_tensorboard_stops_the_server_and_frees_the_port(tmp_path):
+    output = tmp_path / "outputs"
+    log_dir = _write_training_logs(output)
+    port = _free_port()
+    tfxp = _start_tensorboard(output, port, tmp_path)
+    try:
         assert tfxp.poll() is None, (tmp_path / "stderr").read_text()[-2000:]
         assert _answers_http(port), "TensorBoard did not answer within 180 s"
 
