@@ -308,3 +308,34 @@ def test_a_binary_model_gets_tfmas_confusion_matrix_at_the_cut(tmp_path, project
     cells = [int(n) for n in re.findall(r">(\d+)</text>", plot)]
     assert cells == [3, 1, 2, 4]  # actual down, predicted across
     assert all(name in plot for name in label.classes)
+
+
+def test_without_graphviz_the_lineage_is_a_nested_list_of_the_same_facts(tmp_path, monkeypatch):
+    store = lineage.open_store(tmp_path)
+    run = mlmd_records.new_run(store, "run-1")
+    [examples] = mlmd_records.execute(
+        store,
+        run,
+        nodes.EXAMPLE_GEN,
+        "COMPLETE",
+        outputs={"examples": mlmd_records.artifact(store, "Examples", span=3)},
+    )
+    [model] = mlmd_records.execute(
+        store,
+        run,
+        nodes.TRAINER,
+        "COMPLETE",
+        inputs={"examples": store.get_artifacts_by_id([examples])[0]},
+        outputs={"model": mlmd_records.artifact(store, "Model", "/out/Trainer/model/8")},
+    )
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: None)  # no `dot` on this machine
+
+    [root] = run_report._lineage(store, model)
+
+    assert root["label"].startswith(f"Model (artifact {model})")
+    [trainer] = root["children"]
+    assert trainer["label"].startswith("Trainer (execution")
+    [data] = trainer["children"]
+    assert data["label"] == f"Examples (artifact {examples}) span 3"
+    [example_gen] = data["children"]
+    assert example_gen["label"].startswith("ExampleGen (execution") and example_gen["children"] == []
