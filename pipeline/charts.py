@@ -144,15 +144,12 @@ def matrix(name: str, counts: Sequence[Sequence[float]], labels: Sequence[str]) 
     return _svg(figure, name)
 
 
-def calibration(name: str, points: Sequence[tuple[float, float, float]]) -> str:
-    """Predicted against actual: one dot per bucket of (mean prediction, mean label, weight), and the diagonal."""
+def predicted_against_actual(name: str, predicted: Sequence[float], actual: Sequence[float], label: str) -> str:
+    """One dot per eval example, and the diagonal a perfect model would sit on."""
     figure, axes = _figure((3.6, 3.4))
-    if points:
-        predicted, actual, weight = zip(*points, strict=True)
-        top = max(weight) or 1.0
-        axes.scatter(predicted, actual, s=[8 + 60 * w / top for w in weight], color=COLORS[0], alpha=0.7)
-        low, high = min(predicted + actual), max(predicted + actual)
-        axes.plot([low, high], [low, high], color=COLORS[2], linestyle="--", linewidth=1)
-    axes.set_xlabel("predicted (bucket mean)", fontsize=8)
-    axes.set_ylabel("actual (bucket mean)", fontsize=8)
+    axes.scatter(predicted, actual, s=6, color=COLORS[0], alpha=0.5, linewidths=0)
+    low, high = min(*predicted, *actual), max(*predicted, *actual)
+    axes.plot([low, high], [low, high], color=COLORS[2], linestyle="--", linewidth=1)
+    axes.set_xlabel(f"predicted {label}", fontsize=8)
+    axes.set_ylabel(f"actual {label}", fontsize=8)
     return _svg(figure, name)

@@ -358,6 +358,9 @@ def _replay_if_unchanged(settings: settings_module.Settings, console: Console) -
     )
     summary = report.RunReport(**recorded.report).replayed()
     report.render(summary, settings, console)
+    newest = settings.paths.newest_report()
+    if newest is not None:
+        console.print(f"Report: {newest}")
     sys.exit(_exit_code(summary))
 
 

@@ -18,6 +18,7 @@ from ml_metadata.metadata_store import metadata_store
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 
 from models import evaluation
+from models.features import OUTPUT_NAMES, Problem
 from pipeline import (
     charts,
     guards,
@@ -30,12 +31,12 @@ from pipeline import (
     report,
     splits,
 )
-from pipeline.settings import Settings
+from pipeline.settings import REPORT_FILE, Settings
 
-REPORT_FILE = "index.html"
 TEMPLATE = "run_report.html.j2"
 SPLITS = ("train", "eval")  # ExampleGen's, in the order the charts draw them
 TUNER_RESULTS = "tuner_results.json"  # TFX's Tuner: one {trial_id, score, hyperparameter values} per trial
+REGRESSION_POINTS = 2000  # eval examples drawn in the predicted-against-actual chart
 LOSS_TAG = "epoch_loss"  # what Keras's TensorBoard callback logs once per epoch
 LOSS_CURVES = {"train": "training", "validation": "evaluation"}  # the callback's subfolders → the report's words
 
@@ -359,7 +360,10 @@ def _evaluation(executions: dict[str, lineage.NodeExecution], settings: Settings
     baseline = overall - changes[gate.key] if overall is not None and gate.key in changes else None
     threshold = _gate_threshold(evaluator, gate)
     blessed = lineage.custom_property(evaluator.output("blessing"), "blessed") == 1
-    plot, title = _plot(artifact.uri, settings)
+    if problem is Problem.REGRESSION:
+        plot, title = _predicted_against_actual(evaluator, settings), "Predicted against actual, eval split"
+    else:
+        plot, title = _plot(artifact.uri, settings)
     return Evaluation(
         gate_metric=gate.name,
         threshold=threshold,
@@ -404,6 +408,34 @@ def _plot(evaluation_uri: str, settings: Settings) -> tuple[Markup | None, str]:
                 title = f"Confusion matrix at {cut.threshold:g}, eval split"
                 return Markup(charts.matrix("confusion", counts, labels)), title
     return None, ""
+
+
+def _predicted_against_actual(evaluator: lineage.NodeExecution, settings: Settings) -> Markup | None:
+    """The candidate model's prediction against the label on up to REGRESSION_POINTS eval examples: TFMA keeps no
+    per-example predictions, so the model is called as TF Serving would, through `serving_default`."""
+    import tensorflow as tf
+
+    [examples], [model] = evaluator.inputs.get("examples", [None]), evaluator.inputs.get("model", [None])
+    if examples is None or model is None:
+        return None
+    files = sorted(tf.io.gfile.glob(str(splits.split_file(examples.uri, "eval", "*"))))
+    records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(REGRESSION_POINTS)]
+    label = settings.declarations.label.name
+    actual, kept = [], []
+    for record in records:
+        feature = tf.train.Example.FromString(record).features.feature.get(label)
+        values = (feature.float_list.value or feature.int64_list.value) if feature is not None else []
+        if values:
+            actual.append(float(values[0]))
+            kept.append(record)
+    if not kept:
+        return None
+    from tfx.utils import path_utils
+
+    serve = tf.saved_model.load(path_utils.serving_model_path(model.uri)).signatures["serving_default"]
+    outputs = serve(tf.constant(kept))  # the signature parses the features and ignores the label
+    predicted = outputs[OUTPUT_NAMES[Problem.REGRESSION]].numpy().reshape(-1).tolist()
+    return Markup(charts.predicted_against_actual("predicted", predicted, actual, label))
 
 
 def _lineage(store, model_id: int) -> Markup | list[dict]:

@@ -35,6 +35,7 @@ def with_dependencies(beam_args: tuple[str, ...]) -> tuple[str, ...]:
 
 SPAN_FOLDER = re.compile(r"^span-(\d+)$")
 METADATA_FILE = "metadata.sqlite"  # the ML Metadata store, in the output folder
+REPORT_FILE = "index.html"  # one per run, under <output>/report/<run id>/
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,14 @@ class Paths:
     def reports_dir(self) -> Path:
         """The HTML report of each run, in a folder named for its MLMD pipeline_run context id."""
         return self.output_root / "report"
+
+    def newest_report(self) -> Path | None:
+        """The report of the newest run that wrote one (run ids grow), or None."""
+        if not self.reports_dir.is_dir():
+            return None
+        runs = [int(p.name) for p in self.reports_dir.iterdir() if p.name.isdigit()]
+        newest = self.reports_dir / str(max(runs)) / REPORT_FILE if runs else None
+        return newest if newest is not None and newest.is_file() else None
 
     @property
     def logs_dir(self) -> Path:

@@ -101,6 +101,13 @@ def test_regression_run_reports_rmse_and_pushes(diabetes):
     assert "Blessed" in out
     assert len(diabetes.serving_versions("diabetes")) == 1
 
+    [report_line] = [line for line in diabetes.runs[0].stdout.splitlines() if line.startswith("Report: ")]
+    page = Path(report_line.removeprefix("Report: ")).read_text()
+    assert "Predicted against actual, eval split" in page  # the regression chart, drawn from the model's predictions
+    chart = page[page.index("Predicted against actual") :]
+    assert 'id="predicted-PathCollection' in chart and "predicted progression" in chart
+    assert chart.count("<use ") >= 100  # a dot per eval example (about 140 of 442 rows)
+
 
 def _eval_examples(output: Path) -> list[tf.train.Example]:
     """The newest eval split ExampleGen wrote: rows the model never trained on."""
