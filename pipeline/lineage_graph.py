@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 from rich.markup import escape
@@ -20,21 +21,51 @@ def _styled(node: LineageNode) -> str:
     return f"[{style}]{escape(node.type)}[/] ({node.kind} {node.mlmd_id}) {escape(node.label)}"
 
 
-def tree(graph: LineageGraph) -> Tree:
-    """The graph as a tree from its root back to the data; a node reached twice is drawn once, then named."""
+@dataclasses.dataclass
+class Branch:
+    """A node of the graph as a tree from the root back to the data; one reached before is named, not expanded."""
+
+    node: LineageNode
+    repeated: bool
+    children: list[Branch]
+
+    @property
+    def text(self) -> str:
+        return caption(self.node) + (", as above" if self.repeated else "")
+
+
+def branches(graph: LineageGraph) -> Branch:
+    """The graph as a tree from its root, depth first; a node reached twice is expanded once, then named."""
     drawn = {graph.root}
 
-    def grow(branch: Tree, key: str) -> None:
+    def grow(key: str) -> list[Branch]:
+        found = []
         for source in graph.inputs(key):
-            node = graph.node(source)
             if source in drawn:
-                branch.add(f"[dim]{escape(caption(node))}, as above[/]")
+                found.append(Branch(graph.node(source), True, []))
             else:
                 drawn.add(source)
-                grow(branch.add(_styled(node)), source)
+                found.append(Branch(graph.node(source), False, grow(source)))
+        return found
 
-    top = Tree(_styled(graph.node(graph.root)))
-    grow(top, graph.root)
+    return Branch(graph.node(graph.root), False, grow(graph.root))
+
+
+def tree(graph: LineageGraph) -> Tree:
+    """`branches` as a rich tree for the terminal."""
+
+    def add(parent: Tree, branch: Branch) -> None:
+        if branch.repeated:
+            parent.add(f"[dim]{escape(branch.text)}[/]")
+            return
+        child = parent.add(_styled(branch.node))
+        for grandchild in branch.children:
+            add(child, grandchild)
+
+    root = branches(graph)
+    top = Tree(_styled(root.node))
+    for branch in root.children:
+        add(top, branch)
     return top
 
 

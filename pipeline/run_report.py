@@ -438,28 +438,11 @@ def _predicted_against_actual(evaluator: lineage.NodeExecution, settings: Settin
     return Markup(charts.predicted_against_actual("predicted", predicted, actual, label))
 
 
-def _lineage(store, model_id: int) -> Markup | list[dict]:
+def _lineage(store, model_id: int) -> Markup | list[lineage_graph.Branch]:
     """The model's upstream graph as SVG, or, without Graphviz, the same facts as a nested list."""
     graph = lineage.upstream_graph(store, model_id)
     svg = lineage_graph.to_svg(graph)
-    if svg is not None:
-        return Markup(svg)
-    return [
-        {"label": lineage_graph.caption(graph.node(graph.root)), "children": _nested(graph, graph.root, {graph.root})}
-    ]
-
-
-def _nested(graph: lineage.LineageGraph, key: str, drawn: set[str]) -> list[dict]:
-    """The inputs of `key` as {label, children} items, back to the data; a node reached twice is listed once."""
-    items = []
-    for source in graph.inputs(key):
-        caption = lineage_graph.caption(graph.node(source))
-        if source in drawn:
-            items.append({"label": f"{caption}, as above", "children": []})
-        else:
-            drawn.add(source)
-            items.append({"label": caption, "children": _nested(graph, source, drawn)})
-    return items
+    return Markup(svg) if svg is not None else [lineage_graph.branches(graph)]
 
 
 def _serving(executions: dict[str, lineage.NodeExecution]) -> Serving | None:

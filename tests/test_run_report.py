@@ -332,10 +332,10 @@ def test_without_graphviz_the_lineage_is_a_nested_list_of_the_same_facts(tmp_pat
 
     [root] = run_report._lineage(store, model)
 
-    assert root["label"].startswith(f"Model (artifact {model})")
-    [trainer] = root["children"]
-    assert trainer["label"].startswith("Trainer (execution")
-    [data] = trainer["children"]
-    assert data["label"] == f"Examples (artifact {examples}) span 3"
-    [example_gen] = data["children"]
-    assert example_gen["label"].startswith("ExampleGen (execution") and example_gen["children"] == []
+    assert root.text.startswith(f"Model (artifact {model})")
+    [trainer] = root.children
+    assert trainer.text.startswith("Trainer (execution")
+    [data] = trainer.children
+    assert data.text == f"Examples (artifact {examples}) span 3"
+    [example_gen] = data.children
+    assert example_gen.text.startswith("ExampleGen (execution") and example_gen.children == []
