@@ -222,12 +222,14 @@ def test_a_bad_interval_is_a_clear_click_error(project):
 
 
 def test_a_second_watcher_on_the_same_output_folder_is_refused(tmp_path):
+    lock_file = tmp_path / watch.LOCK_FILE
     with watch.lock(tmp_path):
+        assert lock_file.read_text() == f"{os.getpid()}\n"  # the holder's pid, for the refusal to name
         with pytest.raises(watch.AlreadyWatching, match=rf"pid {os.getpid()}\) is watching for {tmp_path}"):
             with watch.lock(tmp_path):
-                pass
+                raise AssertionError("a second watcher got the lock")
     with watch.lock(tmp_path):  # released with the first
-        pass
+        assert lock_file.read_text() == f"{os.getpid()}\n"
 
 
 # ------------------------------------------------------------------ the real command, on the penguins project
