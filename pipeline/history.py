@@ -53,7 +53,13 @@ def outcome(executions: dict[str, lineage.NodeExecution]) -> str:
     pusher = executions.get(nodes.PUSHER)
     if pusher is not None and pusher.state == "CACHED":  # so were the Trainer, Evaluator and checks it reads
         return "cached"
-    pushed = pusher.output("pushed_model") if pusher is not None else None
+    return push_outcome(executions)
+
+
+def push_outcome(executions: dict[str, lineage.NodeExecution]) -> str:
+    """What the push decided, cached or not: already serving, pushed, awaiting approval, not blessed, not
+    servable, or not pushed."""
+    pushed = _output(executions, nodes.PUSHER, "pushed_model")
     if pushed is not None:
         if lineage.custom_property(pushed, "reused") == 1:
             return "already serving"

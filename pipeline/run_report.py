@@ -445,30 +445,31 @@ def _lineage(store, model_id: int) -> Markup | list[lineage_graph.Branch]:
     return Markup(svg) if svg is not None else [lineage_graph.branches(graph)]
 
 
+SERVING = {  # what the Serving section says for each push decision (history.push_outcome)
+    "already serving": "The same files already served as the newest version; nothing was copied.",
+    "pushed": "Blessed and servable: pushed, with TF Serving warmup requests.",
+    "awaiting approval": "Blessed and servable, held for a person to approve (tfxp pending).",
+    "not blessed": "Not pushed: the model was not blessed (see Evaluation).",
+}
+
+
 def _serving(executions: dict[str, lineage.NodeExecution]) -> Serving | None:
     """What the Pusher did with the model, or why it did nothing."""
     pusher = executions.get(nodes.PUSHER)
     pushed_model = pusher.output("pushed_model") if pusher is not None else None
     if pushed_model is None:
         return None
-    pushed = lineage.custom_property(pushed_model, "pushed") == 1
-    version = lineage.custom_property(pushed_model, "pushed_version")
-    path = lineage.custom_property(pushed_model, "pushed_destination")
-    if pushed and lineage.custom_property(pushed_model, "reused") == 1:
-        why = "The same files already served as the newest version; nothing was copied."
-    elif pushed:
-        why = "Blessed and servable: pushed, with TF Serving warmup requests."
-    elif lineage.custom_property(pushed_model, "awaiting_approval") == 1:
-        why = "Blessed and servable, held for a person to approve (tfxp pending)."
+    decided = history.push_outcome(executions)
+    pushed = decided in ("pushed", "already serving")
+    if decided == "not servable":
+        verdict = lineage.custom_property(executions[nodes.SERVABILITY_CHECK].output("blessing"), "verdict")
+        why = f"Not pushed: not servable; it {verdict}."
     else:
-        blessing = executions.get(nodes.EVALUATOR)
-        infra = executions.get(nodes.SERVABILITY_CHECK)
-        blessed = blessing is not None and lineage.custom_property(blessing.output("blessing"), "blessed") == 1
-        verdict = lineage.custom_property(infra.output("blessing"), "verdict") if infra else None
-        if not blessed:
-            why = "Not pushed: the model was not blessed (see Evaluation)."
-        else:
-            why = f"Not pushed: not servable; it {verdict}."
+        why = SERVING.get(decided, "Not pushed.")
+    version = lineage.custom_property(pushed_model, "pushed_version")
     return Serving(
-        pushed=pushed, version=str(version) if pushed and version else None, path=path if pushed else None, why=why
+        pushed=pushed,
+        version=str(version) if pushed and version else None,
+        path=lineage.custom_property(pushed_model, "pushed_destination") if pushed else None,
+        why=why,
     )
