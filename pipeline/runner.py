@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from pipeline import faults
 from pipeline.settings import Settings
 
 # The launcher's own log lines (tfx/orchestration/local/local_dag_runner.py, portable/launcher.py).
@@ -146,7 +147,8 @@ def run_pipeline(settings: Settings, console: Console, log_path: Path | None) ->
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(settings.paths.metadata_path))
     stage_schema(settings)
     try:
-        tfx.orchestration.LocalDagRunner().run(create_pipeline(settings, connection))
+        with faults.in_components():
+            tfx.orchestration.LocalDagRunner().run(create_pipeline(settings, connection))
     except Exception as error:  # any component failure: logged in full, reported in one line
         logging.getLogger(__name__).exception("Pipeline run failed")
         raise RunFailed(progress.fail(), error, log_path) from error

@@ -24,6 +24,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from pipeline import faults
+
 CONFIG_FILE = "models.config"
 LOCK_FILE = ".serving.lock"
 PARTIAL = ".partial-"  # a version being written
@@ -232,6 +234,7 @@ class ServingFolder:
                     (partial / relative).parent.mkdir(parents=True, exist_ok=True)
                     (partial / relative).write_text(text, encoding="utf-8")
                     _fsync(partial / relative)
+                faults.at(faults.PUSH_COPY)
                 for folder, _, _ in os.walk(partial, topdown=False):
                     _fsync(Path(folder))
                 os.rename(partial, target)

@@ -34,15 +34,15 @@ class CliResult:
     stderr: str
 
 
-def run_tfxp(*args: str, timeout: float = 900) -> CliResult:
-    """Runs `python -m pipeline ARGS` in a fresh process, as the console script would."""
+def run_tfxp(*args: str, timeout: float = 900, env: dict[str, str] | None = None) -> CliResult:
+    """Runs `python -m pipeline ARGS` in a fresh process, as the console script would; `env` adds variables."""
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "COLUMNS": "120"},
+        env={**os.environ, "COLUMNS": "120", **(env or {})},
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
