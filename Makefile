@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 READY := $(VENV)/.ready
 
-.PHONY: setup run test test-fast lint format bench bench-quality clean help
+.PHONY: setup run test test-faults test-fast lint format bench bench-quality clean help
 .DEFAULT_GOAL := help
 
 help: ## Show these targets
@@ -23,8 +23,11 @@ $(READY): requirements.lock setup.py
 run: $(READY) ## Run the whole pipeline on data/ and push a blessed model to outputs/serving/
 	$(VENV)/bin/tfxp run
 
-test: $(READY) ## Run the unit and end-to-end tests
-	$(VENV)/bin/python -m pytest tests
+test: $(READY) ## Run the unit, end-to-end and fault-injection tests, a test file per CPU core at a time
+	$(VENV)/bin/python -m pytest -n auto --dist loadfile tests
+
+test-faults: $(READY) ## Run only the fault-injection suite (tests/faults/): crashes, kills, corrupt state
+	$(VENV)/bin/python -m pytest -n auto --dist loadfile tests -m faults
 
 test-fast: $(READY) ## Run the tests that start no pipeline and train no whole model (under 2 minutes)
 	$(VENV)/bin/python -m pytest tests -m "not pipeline and not slow"

@@ -126,6 +126,8 @@ def pytest_sessionfinish(session, exitstatus):
 
     Reports each survivor's pid and command line, then kills it so it does not linger either.
     """
+    if session.config.pluginmanager.has_plugin("dsession"):  # xdist's controller: its workers check their own
+        return
     survivors = _leftover_processes(grace=3.0)
     if not survivors:
         return

@@ -1,6 +1,7 @@
-"""Crash and kill every component, and the push, then rerun unchanged: the run resumes and pushes once.
+"""Crash or kill every component, and the push, then rerun unchanged: the run resumes and pushes once.
 
-One chain per fault kind, in one output folder: the run that faults at place N is also the rerun of the
+One chain per fault kind (test_raise_everywhere.py, test_kill_everywhere.py, one file each so two
+test workers run them side by side), in one output folder: the run that faults at place N is also the rerun of the
 fault at place N-1. So each rerun shows it reuses every component finished before the fault and
 re-executes the one that failed; the last run, with no fault, finishes and pushes exactly once. A
 poller watches the serving folder the whole time, as TF Serving would, for a torn version.
@@ -14,14 +15,10 @@ import sqlite3
 import threading
 from pathlib import Path
 
-import pytest
-
 from pipeline import faults, lineage, nodes
 from pipeline.rerun import RECORD_FILE
 from pipeline.serving import ServingFolder
 from tests.conftest import FAST_RUN_ARGS, run_tfxp
-
-pytestmark = [pytest.mark.pipeline, pytest.mark.faults]
 
 # Every component of the default DAG in the order LocalDagRunner runs them, with the push's midpoint
 # (`push-copy`: the version copied into its hidden folder, not yet renamed into place) before the
@@ -118,9 +115,8 @@ def _pushed_versions(output: Path) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("fault", faults.FAULTS)
-def test_every_place_resumes_after_the_fault_and_the_model_is_pushed_once(tmp_path, fault):
-    output = tmp_path / "outputs"
+def every_place_resumes_and_the_model_is_pushed_once(output: Path, fault: str) -> None:
+    """Runs the chain for `fault` into `output`, asserting after every run and at the end."""
     folder = ServingFolder(output / "serving", MODEL)
     poller = TornVersionPoller(folder.model_dir)
     poller.start()
