@@ -432,8 +432,10 @@ def _write_report(settings: settings_module.Settings, before: int | None, code: 
 
 def _failed(failure, settings: settings_module.Settings, err: Console) -> int:
     """Says why the pipeline stopped; returns the exit code."""
-    from pipeline import drift, guards
+    from pipeline import drift, guards, redaction
 
+    # An exception's text may quote a Beam argument; the terminal gets what the log gets.
+    cause = redaction.redact(str(failure.cause), redaction.secret_values(settings.beam_args))
     where = f"\nFull log: {failure.log_path}" if failure.log_path else ""
     if isinstance(failure.cause, guards.DataAnomaliesError):
         err.print(
@@ -454,7 +456,7 @@ def _failed(failure, settings: settings_module.Settings, err: Console) -> int:
     else:
         err.print(
             f"[bold red]Error:[/] {failure.node_id or 'the pipeline'} failed: "
-            f"{type(failure.cause).__name__}: {escape(str(failure.cause))}{escape(where)}"
+            f"{type(failure.cause).__name__}: {escape(cause)}{escape(where)}"
         )
     return EXIT_FAILED
 
