@@ -112,7 +112,9 @@ def _load(config_file: Path, overrides: dict | None = None, **resolve_args) -> s
     """Reads the project file and resolves it, or exits with the one-line reason."""
     try:
         project = config.load_project(config_file, overrides)
-        return settings_module.resolve(project, config_file.absolute().parent, **resolve_args)
+        return settings_module.resolve(
+            project, config_file.absolute().parent, project_file=config_file.absolute(), **resolve_args
+        )
     except config.ConfigError as error:
         _fail(str(error), EXIT_BAD_INPUT)
 
@@ -348,7 +350,10 @@ def _replay_if_unchanged(settings: settings_module.Settings, console: Console) -
     """Shows the last run's summary and exits when nothing it depended on has changed."""
     from pipeline import report, rerun
 
-    recorded = rerun.unchanged_since(settings)
+    found = rerun.lookup(settings)
+    if found.reason:
+        console.print(f"[dim]{escape(found.reason)}[/]")
+    recorded = found.recorded
     if recorded is None:
         return
     console.print(
@@ -390,6 +395,7 @@ def _run_and_report(settings: settings_module.Settings, out: Console, err: Conso
     if log_path:
         out.print(f"[dim]Full log: {log_path}[/]")
     before = _newest_run(settings)
+    taken = rerun.inputs(settings)  # as the run starts: data changed during it must not be recorded as read
     try:
         timings = runner.run_pipeline(settings, out, log_path)
     except runner.RunFailed as failure:
@@ -399,7 +405,7 @@ def _run_and_report(settings: settings_module.Settings, out: Console, err: Conso
     out.print(f"Pipeline finished in {sum(t.seconds for t in timings):.1f} s.\n")
     summary = report.build_report(settings)
     report.render(summary, settings, out)
-    rerun.record(settings, dataclasses.asdict(summary), f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}")
+    rerun.record(settings, dataclasses.asdict(summary), f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}", taken)
     code = _exit_code(summary)
     _write_report(settings, before, code, out)
     return code
