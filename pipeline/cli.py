@@ -518,7 +518,11 @@ def _serving(config_file: Path, output: Path | None):
 @_config_option
 @_output_option
 def models(config_file, output):
-    """List every pushed version: its data, gate metric, servability, and which one TF Serving serves."""
+    """List every pushed version: its data, gate metric, servability, and which one TF Serving serves.
+
+    Each version on disk is checked against the digest recorded when it was pushed; exits 4 when the files of
+    the version TF Serving serves have changed since.
+    """
     from pipeline import registry
 
     project, folder, store = _serving(config_file, output)
@@ -550,15 +554,23 @@ def models(config_file, output):
         )
         load = f"load {figures['load_seconds']:.2f} s\n" if "load_seconds" in figures else ""
         marker = "\n[bold green]serving[/]" if v.version == served else ""
+        on_disk = f"[bold red]{escape(v.on_disk)}[/]" if v.on_disk == registry.CHANGED_ON_DISK else escape(v.on_disk)
         table.add_row(
             str(v.version),
             f"{v.pushed_at:%Y-%m-%d\n%H:%M:%S}",
             "" if v.span is None else str(v.span),
             escape(v.gate.replace(", ", "\n", 1)),
             load + speed or "not checked",
-            escape(v.on_disk) + marker,
+            on_disk + marker,
         )
     console.print(table)
+    changed = [v.version for v in versions if v.on_disk == registry.CHANGED_ON_DISK]
+    if changed:
+        console.print(
+            f"[bold red]Changed on disk:[/] version {', '.join(map(str, changed))}: the files differ from those "
+            "pushed (SHA-256 recorded in ML Metadata), so what TF Serving loads is not what was checked. "
+            "Roll back to another version, or push a checked model again with `tfxp run --no-cache`."
+        )
     if served is None:
         console.print("No complete version on disk: TF Serving has nothing to serve.")
     else:
@@ -571,6 +583,8 @@ def models(config_file, output):
         console.print(
             f"Last rollback: {last.at:%Y-%m-%d %H:%M:%S} by {escape(last.user)}, {moved}: {escape(last.reason or '(no reason given)')}"
         )
+    if served in changed:
+        sys.exit(EXIT_NOT_SERVABLE)
 
 
 @main.command()

@@ -224,15 +224,16 @@ def create_pipeline(
     ).with_id(EVALUATOR)
 
     # InfraValidator without Docker: warmup requests from eval rows, then load and call the model in a
-    # clean TensorFlow process, the nearest thing to TF Serving here (pipeline/servability.py).
+    # clean TensorFlow process, the nearest thing to TF Serving here (pipeline/servability.py). The blessing
+    # carries the digest of the model the Evaluator evaluated: a model swapped on disk since is not servable.
     servability_check = servability.ServabilityCheck(
         model=trainer.outputs["model"],
+        model_blessing=model_evaluator.outputs["blessing"],
         examples=example_gen.outputs["examples"],
         label=settings.declarations.label.name,
         model_name=settings.model_name,
         code_digest=settings.servability_code_digest,
     ).with_id(SERVABILITY_CHECK)
-    servability_check.add_upstream_node(model_evaluator)  # after the gate, as the last check before a push
 
     # The model card's facts, from this run's artifacts; the push renders them into the version folder.
     card_generator = model_card_generator.ModelCardGenerator(
