@@ -1,14 +1,14 @@
 """Secrets in Beam arguments (`--beam-arg=--db_password=…`) never reach a log, ML Metadata or `last_run.json`.
 
 An option whose name looks secret (token, password, passwd, secret, key, credential, auth; any case) has
-its value replaced by `REDACTED`, in both the `--name=value` and the `--name value` forms. Beam still gets
+its value replaced by `***`, in both the `--name=value` and the `--name value` forms. Beam still gets
 the real value: only what is written down is redacted.
 
 Where Beam arguments travel in a run (measured by grepping a run's output folder for the values):
 TFX's LocalDagRunner logs the whole deployment config, every Beam component's arguments included, and
 Beam warns "Discarding unparseable args: [...]" for each option it does not know, each time a Beam
 pipeline is built. Both go through Python's logging, which `install` redacts. ML Metadata, the HTML
-report and the terminal never held them; `last_run.json` recorded a digest of them (see pipeline/rerun.py).
+report and the terminal never held them; `last_run.json` holds them redacted (see pipeline/rerun.py).
 """
 
 from __future__ import annotations

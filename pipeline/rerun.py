@@ -169,7 +169,7 @@ class Lookup:
 
 
 def _differences(recorded: dict, current: dict) -> str:
-    """ "name: recorded → current" for each entry that differs, comma-separated."""
+    """Each entry that differs, as "name: recorded → current", comma-separated."""
     return ", ".join(
         f"{key}: {recorded.get(key)} → {current.get(key)}"
         for key in sorted(set(recorded) | set(current))
