@@ -15,7 +15,6 @@ from ml_metadata.metadata_store import metadata_store
 
 from pipeline import lineage, model_card, registry, serving
 
-MODEL_DIGEST = "model_digest"  # on the InfraBlessing: the stamped model's files when they were checked
 REJECTED_FILE = "REJECTED"  # next to the stamped model, for the Pusher, which cannot query MLMD
 
 
@@ -68,13 +67,12 @@ def approve(
             f"model {model_id} is older than model {serving_id}, which serves version {folder.served()}; "
             "pass --force to push it anyway"
         )
-    expected = lineage.custom_property(held.infra_blessing, MODEL_DIGEST)
     stamped = _stamped(held)
-    actual = serving.saved_model_digest(stamped) if stamped.is_dir() else "missing"
-    if expected != actual:
+    changed = serving.digest_mismatch(stamped, lineage.custom_property(held.infra_blessing, serving.MODEL_DIGEST))
+    if changed:
         raise ApprovalError(
-            f"the files of model {model_id} changed since it was evaluated ({stamped}: digest "
-            f"{(expected or 'none')[:12]} then, {actual[:12]} now); run `tfxp run --no-cache` to evaluate it again"
+            f"the files of model {model_id} changed since it was evaluated ({stamped}: {changed}); "
+            "run `tfxp run --no-cache` to evaluate it again"
         )
     card = None
     if held.model_card is not None:

@@ -112,7 +112,9 @@ def _load(config_file: Path, overrides: dict | None = None, **resolve_args) -> s
     """Reads the project file and resolves it, or exits with the one-line reason."""
     try:
         project = config.load_project(config_file, overrides)
-        return settings_module.resolve(project, config_file.absolute().parent, **resolve_args)
+        return settings_module.resolve(
+            project, config_file.absolute().parent, project_file=config_file.absolute(), **resolve_args
+        )
     except config.ConfigError as error:
         _fail(str(error), EXIT_BAD_INPUT)
 
@@ -348,7 +350,10 @@ def _replay_if_unchanged(settings: settings_module.Settings, console: Console) -
     """Shows the last run's summary and exits when nothing it depended on has changed."""
     from pipeline import report, rerun
 
-    recorded = rerun.unchanged_since(settings)
+    found = rerun.lookup(settings)
+    if found.reason:
+        console.print(f"[dim]{escape(found.reason)}[/]")
+    recorded = found.recorded
     if recorded is None:
         return
     console.print(
@@ -390,6 +395,7 @@ def _run_and_report(settings: settings_module.Settings, out: Console, err: Conso
     if log_path:
         out.print(f"[dim]Full log: {log_path}[/]")
     before = _newest_run(settings)
+    taken = rerun.inputs(settings)  # as the run starts: data changed during it must not be recorded as read
     try:
         timings = runner.run_pipeline(settings, out, log_path)
     except runner.RunFailed as failure:
@@ -399,7 +405,7 @@ def _run_and_report(settings: settings_module.Settings, out: Console, err: Conso
     out.print(f"Pipeline finished in {sum(t.seconds for t in timings):.1f} s.\n")
     summary = report.build_report(settings)
     report.render(summary, settings, out)
-    rerun.record(settings, dataclasses.asdict(summary), f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}")
+    rerun.record(settings, dataclasses.asdict(summary), f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}", taken)
     code = _exit_code(summary)
     _write_report(settings, before, code, out)
     return code
@@ -432,8 +438,10 @@ def _write_report(settings: settings_module.Settings, before: int | None, code: 
 
 def _failed(failure, settings: settings_module.Settings, err: Console) -> int:
     """Says why the pipeline stopped; returns the exit code."""
-    from pipeline import drift, guards
+    from pipeline import drift, guards, redaction
 
+    # An exception's text may quote a Beam argument; the terminal gets what the log gets.
+    cause = redaction.redact(str(failure.cause), redaction.secret_values(settings.beam_args))
     where = f"\nFull log: {failure.log_path}" if failure.log_path else ""
     if isinstance(failure.cause, guards.DataAnomaliesError):
         err.print(
@@ -454,7 +462,7 @@ def _failed(failure, settings: settings_module.Settings, err: Console) -> int:
     else:
         err.print(
             f"[bold red]Error:[/] {failure.node_id or 'the pipeline'} failed: "
-            f"{type(failure.cause).__name__}: {escape(str(failure.cause))}{escape(where)}"
+            f"{type(failure.cause).__name__}: {escape(cause)}{escape(where)}"
         )
     return EXIT_FAILED
 
@@ -510,7 +518,11 @@ def _serving(config_file: Path, output: Path | None):
 @_config_option
 @_output_option
 def models(config_file, output):
-    """List every pushed version: its data, gate metric, servability, and which one TF Serving serves."""
+    """List every pushed version: its data, gate metric, servability, and which one TF Serving serves.
+
+    Each version on disk is checked against the digest recorded when it was pushed; exits 4 when the files of
+    the version TF Serving serves have changed since.
+    """
     from pipeline import registry
 
     project, folder, store = _serving(config_file, output)
@@ -542,15 +554,23 @@ def models(config_file, output):
         )
         load = f"load {figures['load_seconds']:.2f} s\n" if "load_seconds" in figures else ""
         marker = "\n[bold green]serving[/]" if v.version == served else ""
+        on_disk = f"[bold red]{escape(v.on_disk)}[/]" if v.on_disk == registry.CHANGED_ON_DISK else escape(v.on_disk)
         table.add_row(
             str(v.version),
             f"{v.pushed_at:%Y-%m-%d\n%H:%M:%S}",
             "" if v.span is None else str(v.span),
             escape(v.gate.replace(", ", "\n", 1)),
             load + speed or "not checked",
-            escape(v.on_disk) + marker,
+            on_disk + marker,
         )
     console.print(table)
+    changed = [v.version for v in versions if v.on_disk == registry.CHANGED_ON_DISK]
+    if changed:
+        console.print(
+            f"[bold red]Changed on disk:[/] version {', '.join(map(str, changed))}: the files differ from those "
+            "pushed (SHA-256 recorded in ML Metadata), so what TF Serving loads is not what was checked. "
+            "Roll back to another version, or push a checked model again with `tfxp run --no-cache`."
+        )
     if served is None:
         console.print("No complete version on disk: TF Serving has nothing to serve.")
     else:
@@ -563,6 +583,8 @@ def models(config_file, output):
         console.print(
             f"Last rollback: {last.at:%Y-%m-%d %H:%M:%S} by {escape(last.user)}, {moved}: {escape(last.reason or '(no reason given)')}"
         )
+    if served in changed:
+        sys.exit(EXIT_NOT_SERVABLE)
 
 
 @main.command()

@@ -1,4 +1,5 @@
-"""The Evaluator's executor: TFX's own, with TFMA's bookkeeping of cross-slice thresholds corrected.
+"""The Evaluator's executor: TFX's own, with TFMA's bookkeeping of cross-slice thresholds corrected, and the
+digest of the model it evaluated kept on its ModelBlessing, which the servability check compares.
 
 The fairness gate (`[evaluation] max_slice_gap`) is a `CrossSliceMetricThreshold` that TFMA's validator checks
 like any other threshold, and the Evaluator blesses the model only if TFMA's validation passes. TFMA 0.47
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from tensorflow_model_analysis.evaluators import metrics_validator
 from tensorflow_model_analysis.proto import validation_result_pb2
@@ -25,6 +27,10 @@ from tensorflow_model_analysis.slicer import slicer_lib
 from tfx import v1 as tfx
 from tfx.components.evaluator import executor as tfx_evaluator
 from tfx.dsl.components.base import executor_spec
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import path_utils
+
+from pipeline import serving
 
 
 def _spec(details: validation_result_pb2.SlicingDetails):
@@ -65,9 +71,18 @@ class Executor(tfx_evaluator.Executor):
     """TFX's Evaluator executor, run with the correction above."""
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802  (TFX's name)
-        """Evaluates and validates as TFX does; TFMA's validation sees cross-slice checks it made."""
+        """Evaluates and validates as TFX does; TFMA's validation sees cross-slice checks it made. The blessing
+        keeps the digest of the model's files, so a model swapped on disk afterwards is refused before a push."""
+        model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
+        source = Path(path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model)))
+        evaluated = serving.saved_model_digest(source)
         with cross_slice_bookkeeping():
             super().Do(input_dict, output_dict, exec_properties)
+        changed = serving.digest_mismatch(source, evaluated)
+        if changed:  # TFMA may have read either version: no verdict can stand
+            raise RuntimeError(f"the model's files in {source} changed while it was evaluated ({changed})")
+        blessing = artifact_utils.get_single_instance(output_dict[standard_component_specs.BLESSING_KEY])
+        blessing.set_string_custom_property(serving.MODEL_DIGEST, evaluated)
 
 
 class Evaluator(tfx.components.Evaluator):

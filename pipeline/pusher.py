@@ -63,6 +63,7 @@ class Executor(tfx_pusher.Executor):
             self._MarkNotPushed(pushed)
             pushed.set_int_custom_property(AWAITING_APPROVAL, int(not (model_path.parent / REJECTED_FILE).exists()))
             return
+        _check_unchanged(input_dict, model_path)
         # A changed [delivery] setting re-keys this component's cache, so it may run again on a model it pushed.
         cards = input_dict.get(MODEL_CARD) or []
         facts = model_card.read_facts(cards[0].uri) if cards else None
@@ -78,6 +79,23 @@ class Executor(tfx_pusher.Executor):
         pushed.set_string_custom_property(RECOVERED, ",".join(push.recovered))
         pushed.set_string_custom_property(REMOVED_VERSIONS, ",".join(map(str, push.removed)))
         pushed.set_int_custom_property(REUSED, int(push.reused))
+        pushed.set_string_custom_property(serving.VERSION_DIGEST, push.digest)
+
+
+def _check_unchanged(input_dict, model_path: Path) -> None:
+    """Refuses to publish a stamped model whose files differ from those the servability check called."""
+    infra = input_dict.get(standard_component_specs.INFRA_BLESSING_KEY)
+    expected = (
+        artifact_utils.get_single_instance(infra).get_string_custom_property(serving.MODEL_DIGEST) if infra else ""
+    )
+    if not expected:  # no servability check in the wiring, or one from before digests were kept: nothing to compare
+        return
+    changed = serving.digest_mismatch(model_path, expected)
+    if changed:
+        raise serving.DeliveryError(
+            f"the stamped model {model_path} changed after the servability check called it ({changed}); nothing was "
+            "pushed. Run `tfxp run --no-cache` to check it again"
+        )
 
 
 class PusherSpec(standard_component_specs.PusherSpec):

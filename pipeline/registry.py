@@ -22,6 +22,7 @@ PUSHED_MODEL = "PushedModel"
 MODEL = "Model"  # the Trainer's output artifact type
 PIPELINE = "pipeline"  # the context type TFX gives a pipeline; its name is the pipeline's
 ROLLBACK = "Rollback"  # execution type of a `tfxp rollback`
+CHANGED_ON_DISK = "changed on disk!"  # a version whose files no longer match the digest recorded when it was pushed
 # What the end-of-run summary records on the Pusher's PushedModel, so listings need not load TFMA. Not on
 # the ModelBlessing: TFX's cache key hashes input artifacts whole, so editing one would re-run the Pusher.
 GATE_METRIC, GATE_VALUE, GATE_CHANGE = "gate_metric", "gate_value", "gate_change"
@@ -42,7 +43,7 @@ class PushedVersion:
     model_id: int
     gate: str  # "accuracy 0.9800, +0.0100 vs baseline"
     servability: dict[str, float]  # the servability check's figures (servability.FIGURES)
-    on_disk: str  # "complete", "removed by retention", "missing", or "corrupt"
+    on_disk: str  # "complete", CHANGED_ON_DISK, "removed by retention", "missing", or "corrupt"
 
 
 def when(milliseconds: int) -> datetime.datetime:
@@ -99,7 +100,7 @@ def pushed_versions(store: metadata_store.MetadataStore, folder: serving.Serving
         infra = inputs.get("infra_blessing")
         checked = lineage.inputs_of(store, infra.id).get("examples") if infra else None
         if version in folder.versions():
-            on_disk = "complete" if folder.is_complete(version) else "corrupt"
+            on_disk = _on_disk(folder, version, lineage.custom_property(artifact, serving.VERSION_DIGEST))
         else:
             on_disk = "removed by retention" if version in removed else "missing"
         found.append(
@@ -115,6 +116,18 @@ def pushed_versions(store: metadata_store.MetadataStore, folder: serving.Serving
             )
         )
     return sorted(found, key=lambda v: v.version, reverse=True)
+
+
+def _on_disk(folder: serving.ServingFolder, version: int, recorded: str | None) -> str:
+    """Whether a version still in the serving folder is whole and holds the files it was published with.
+
+    Versions pushed before digests were recorded are only checked for completeness.
+    """
+    if not folder.is_complete(version):
+        return "corrupt"
+    if recorded and serving.digest_mismatch(folder.version_dir(version), recorded):
+        return CHANGED_ON_DISK
+    return "complete"
 
 
 def pipeline_context(store: metadata_store.MetadataStore, pipeline_name: str) -> metadata_store_pb2.Context:
@@ -337,6 +350,7 @@ def record_decision(
         pushed.custom_properties["pushed_version"].string_value = str(push.version)
         pushed.custom_properties["pushed_destination"].string_value = str(push.path)
         pushed.custom_properties["removed_versions"].string_value = ",".join(map(str, push.removed))
+        pushed.custom_properties[serving.VERSION_DIGEST].string_value = push.digest  # as the Pusher records it
         links.append(
             (pushed, metadata_store_pb2.Event(type=metadata_store_pb2.Event.OUTPUT, path=event_path("pushed_model")))
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pipeline import faults
+from pipeline import faults, redaction
 from pipeline.settings import Settings
 
 # The launcher's own log lines (tfx/orchestration/local/local_dag_runner.py, portable/launcher.py).
@@ -140,6 +140,7 @@ def run_pipeline(settings: Settings, console: Console, log_path: Path | None) ->
 
     from pipeline.wiring import create_pipeline
 
+    redaction.install(settings.beam_args)  # TFX logs every Beam argument; Beam logs the ones it does not know
     absl_logging.set_verbosity(absl_logging.INFO)
     progress = _ProgressHandler(console)
     absl_logger = logging.getLogger("absl")

@@ -23,7 +23,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 from tfx.v1.dsl.components import InputArtifact, OutputArtifact, Parameter, component
 
-from pipeline import approval, registry, serving
+from pipeline import registry, serving
 
 # Run by path in a clean interpreter, never imported here: it blocks imports of this project.
 PROBE_SCRIPT = Path(__file__).with_name("serving_probe.py")
@@ -123,19 +123,33 @@ def describe(verdict: dict) -> str:
 @component
 def ServabilityCheck(  # noqa: N802
     model: InputArtifact[tfx.types.standard_artifacts.Model],
+    model_blessing: InputArtifact[tfx.types.standard_artifacts.ModelBlessing],
     examples: InputArtifact[tfx.types.standard_artifacts.Examples],
     blessing: OutputArtifact[tfx.types.standard_artifacts.InfraBlessing],
     label: Parameter[str],
     model_name: Parameter[str],
     code_digest: Parameter[str],  # noqa: ARG001  (part of the cache key only)
 ) -> None:
-    """Stamps the model with warmup requests and checks it loads and answers in a clean TensorFlow process."""
+    """Stamps the model with warmup requests and checks it loads and answers in a clean TensorFlow process.
+
+    A model whose files differ from those the Evaluator evaluated (`model_blessing`'s digest) is not servable:
+    what would be pushed is not what passed the gate.
+    """
     source = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
     stamped = path_utils.stamped_model_path(blessing.uri)
     shutil.rmtree(stamped, ignore_errors=True)  # a retried execution starts clean
     shutil.copytree(source, stamped)
-    rows = eval_rows(examples, label)
-    if not rows:
+    evaluated = model_blessing.get_string_custom_property(serving.MODEL_DIGEST)
+    # An Evaluator cached from before it kept digests recorded none; its model is checked as before.
+    changed = serving.digest_mismatch(Path(stamped), evaluated) if evaluated else None
+    if changed:
+        verdict = {
+            "servable": False,
+            "stage": "copy",
+            "reason": f"the model's files in {source} changed after the Evaluator evaluated them ({changed}); "
+            "run `tfxp run --no-cache` to evaluate it again",
+        }
+    elif not (rows := eval_rows(examples, label)):
         verdict = {"servable": False, "stage": "warmup", "reason": "the eval split has no rows to call the model with"}
     else:
         write_warmup(stamped, model_name, rows)
@@ -150,5 +164,5 @@ def ServabilityCheck(  # noqa: N802
     if "warmup_requests" in verdict:
         blessing.set_int_custom_property("warmup_requests", verdict["warmup_requests"])
     # What was checked, byte for byte: `tfxp approve` refuses a stamped model that no longer matches.
-    blessing.set_string_custom_property(approval.MODEL_DIGEST, serving.saved_model_digest(Path(stamped)))
+    blessing.set_string_custom_property(serving.MODEL_DIGEST, serving.saved_model_digest(Path(stamped)))
     Path(blessing.uri, BLESSED_FILE if servable else NOT_BLESSED_FILE).write_text(json.dumps(verdict, indent=1))

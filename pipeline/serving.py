@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import os
 import shutil
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from pipeline import faults
+from pipeline import digests, faults
 
 CONFIG_FILE = "models.config"
 LOCK_FILE = ".serving.lock"
@@ -32,6 +31,10 @@ PARTIAL = ".partial-"  # a version being written
 REMOVING = ".removing-"  # a version being deleted: hidden first, so no half-deleted folder is visible
 SAVED_MODEL = "saved_model.pb"
 VARIABLES = "variables"
+# Digests kept in MLMD: of the stamped model on its InfraBlessing (and of the model the Evaluator evaluated on its
+# ModelBlessing), and of each published version folder, model card included, on its PushedModel.
+MODEL_DIGEST = "model_digest"
+VERSION_DIGEST = "version_digest"
 
 
 class DeliveryError(RuntimeError):
@@ -46,6 +49,7 @@ class Push:
     path: Path
     recovered: list[str]  # unfinished pushes left by a crash, removed first
     removed: list[int]  # versions retention deleted after the push
+    digest: str  # of every file in the published version, model card included: `tfxp models` recomputes it
     reused: bool = False  # the newest version already held these exact files, so nothing was copied
 
 
@@ -77,13 +81,16 @@ def _copy_synced(source: str, target: str) -> str:
 
 def saved_model_digest(folder: Path, skip: tuple[str, ...] = ()) -> str:
     """SHA-256 over a SavedModel folder's relative file paths and contents (but `skip`): what approval compares."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and str(p.relative_to(folder)) not in skip):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0")
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return digests.folder_digest(folder, skip)
+
+
+def digest_mismatch(folder: Path, expected: str | None) -> str | None:
+    """How `folder`'s files differ from those whose digest was `expected` ("digest … then, … now"), or None if
+    they match. A folder that is gone, or an expectation never recorded, is a mismatch too."""
+    actual = saved_model_digest(folder) if folder.is_dir() else "missing"
+    if expected and actual == expected:
+        return None
+    return f"digest {(expected or 'not recorded')[:12]} then, {actual[:12]} now"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,7 +229,7 @@ class ServingFolder:
                 skip = tuple(extras(existing[-1]))
                 newest = self.version_dir(existing[-1])
                 if saved_model_digest(newest, skip) == saved_model_digest(saved_model, skip):
-                    return Push(existing[-1], self.version_dir(existing[-1]), recovered, [], reused=True)
+                    return Push(existing[-1], newest, recovered, [], saved_model_digest(newest), reused=True)
             # Unix time, as TFX's Pusher; never an existing number, and always above the newest.
             version = max([int(time.time()), *(v + 1 for v in existing)])
             target = self.version_dir(version)
@@ -237,6 +244,7 @@ class ServingFolder:
                 faults.at(faults.PUSH_COPY)
                 for folder, _, _ in os.walk(partial, topdown=False):
                     _fsync(Path(folder))
+                digest = saved_model_digest(partial)  # relative paths, so the rename leaves it valid
                 os.rename(partial, target)
                 _fsync(self.model_dir)
                 if not self.config_path.is_file():
@@ -251,7 +259,7 @@ class ServingFolder:
                     f"nothing partial is visible, and {still}"
                 ) from None
             removed = self._prune(keep_versions)
-        return Push(version, target, recovered, removed)
+        return Push(version, target, recovered, removed, digest)
 
     def _prune(self, keep_versions: int) -> list[int]:
         """Deletes the oldest versions beyond `keep_versions`, never the pinned one. Hold the lock."""

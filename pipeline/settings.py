@@ -13,7 +13,7 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from models import evaluation, features
-from pipeline.config import ConfigError, Project
+from pipeline.config import CONFIG_FILE, ConfigError, Project
 
 if TYPE_CHECKING:
     from pipeline.monitoring import Baseline
@@ -46,6 +46,7 @@ class Paths:
     data_root: Path
     schema_file: Path
     output_root: Path
+    project_file: Path  # the project file these settings were read from
 
     @property
     def pipeline_root(self) -> Path:
@@ -269,14 +270,19 @@ def resolve(
     span: int | None = None,
     beam_args: tuple[str, ...] = (),
     enable_cache: bool = True,
+    project_file: Path | None = None,
 ) -> Settings:
-    """Checks the project against its folder and schema, and returns the settings for one run."""
+    """Checks the project against its folder and schema, and returns the settings for one run.
+
+    `project_file` is the file `project` was read from, when not `tfxp.toml` in `project_dir`.
+    """
     project_dir = project_dir.resolve()
     paths = Paths(
         project_dir=project_dir,
         data_root=(project_dir / project.data.path).absolute(),
         schema_file=(project_dir / project.schema_.path).absolute(),
         output_root=(project_dir / project.output).absolute(),
+        project_file=(project_file or project_dir / CONFIG_FILE).absolute(),
     )
     data = paths.data_root
     if not data.is_dir():

@@ -8,7 +8,6 @@ import json
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.components.distribution_validator.component import DistributionValidator  # not in tfx.v1 yet
-from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
 from models import budget, evaluation, features
@@ -66,10 +65,11 @@ def _example_gen(settings: Settings):
         kwargs["range_config"] = tfx.proto.RangeConfig(
             static_range=tfx.proto.StaticRange(start_span_number=settings.span, end_span_number=settings.span)
         )
+    # Both keyed on the files' contents, not TFX's size and mtime (see pipeline/table_example_gen.py).
     if data.format == "tfrecord":
-        return tfx.components.ImportExampleGen(**kwargs)
-    # CSV and Parquet: Arrow readers typed by the curated schema (see pipeline/table_example_gen.py).
-    return FileBasedExampleGen(
+        return table_example_gen.TFRecordExampleGen(**kwargs)
+    # CSV and Parquet: Arrow readers typed by the curated schema.
+    return table_example_gen.TableExampleGen(
         custom_executor_spec=executor_spec.BeamExecutorSpec(table_example_gen.TableExampleGenExecutor),
         custom_config=table_example_gen.executor_config(
             data.format, settings.example_column_types, settings.project.label.column
@@ -224,15 +224,16 @@ def create_pipeline(
     ).with_id(EVALUATOR)
 
     # InfraValidator without Docker: warmup requests from eval rows, then load and call the model in a
-    # clean TensorFlow process, the nearest thing to TF Serving here (pipeline/servability.py).
+    # clean TensorFlow process, the nearest thing to TF Serving here (pipeline/servability.py). The blessing
+    # carries the digest of the model the Evaluator evaluated: a model swapped on disk since is not servable.
     servability_check = servability.ServabilityCheck(
         model=trainer.outputs["model"],
+        model_blessing=model_evaluator.outputs["blessing"],
         examples=example_gen.outputs["examples"],
         label=settings.declarations.label.name,
         model_name=settings.model_name,
         code_digest=settings.servability_code_digest,
     ).with_id(SERVABILITY_CHECK)
-    servability_check.add_upstream_node(model_evaluator)  # after the gate, as the last check before a push
 
     # The model card's facts, from this run's artifacts; the push renders them into the version folder.
     card_generator = model_card_generator.ModelCardGenerator(

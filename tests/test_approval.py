@@ -1,6 +1,6 @@
 """Manual approval: a run holds a blessed, servable model; `tfxp approve` pushes it, `tfxp reject` bars it, and
 each refusal leaves the serving folder and the store as they were. Three runs are shared read-only; a test that
-decides works on its own copy of the output folder."""
+decides works on its own copy of the output folder; one test records a held model by hand instead."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from ml_metadata.proto import metadata_store_pb2
 
-from pipeline import lineage, nodes, registry, serving
+from pipeline import approval, lineage, nodes, registry, serving
+from tests import mlmd_records
 from tests.conftest import CliResult, run_tfxp
 
 MODEL = "penguins"
@@ -169,3 +171,38 @@ def test_approve_refuses_a_model_whose_files_changed_since_they_were_checked(hel
         assert "changed since it was evaluated" in _refused(args, "approve", str(held.newer))
     finally:
         stamped.write_bytes(original)
+
+
+def test_an_approved_push_records_the_digest_of_the_version_as_the_pusher_does(tmp_path):
+    """A held model recorded by hand, as the Pusher holds one; approving it records the published version's digest,
+    which `tfxp models` verifies like any other push."""
+    output = tmp_path / "outputs"
+    stamped = tmp_path / "infra" / "stamped_model"
+    (stamped / serving.VARIABLES).mkdir(parents=True)
+    (stamped / serving.SAVED_MODEL).write_bytes(b"graph")
+    (stamped / serving.VARIABLES / "variables.index").write_bytes(b"weights")
+    output.mkdir()
+    store = lineage.open_store(output)
+    pipeline_type = store.put_context_type(metadata_store_pb2.ContextType(name=registry.PIPELINE))
+    store.put_contexts([metadata_store_pb2.Context(type_id=pipeline_type, name=MODEL)])
+    infra = mlmd_records.artifact(
+        store,
+        "InfraBlessing",
+        str(stamped.parent),
+        blessed=1,
+        **{serving.MODEL_DIGEST: serving.saved_model_digest(stamped)},
+    )
+    inputs = {"model": mlmd_records.artifact(store, registry.MODEL), "infra_blessing": infra}
+    inputs["model_blessing"] = mlmd_records.artifact(store, "ModelBlessing", blessed=1)
+    held = mlmd_records.artifact(store, registry.PUSHED_MODEL, pushed=0, awaiting_approval=1)
+    run = mlmd_records.new_run(store, "run-1")
+    mlmd_records.execute(store, run, nodes.PUSHER, "COMPLETE", inputs, {"pushed_model": held})
+    [model_id] = registry.held_models(store)
+
+    folder = serving.ServingFolder(output / "serving", MODEL)
+    push = approval.approve(store, MODEL, folder, model_id, "checked by hand", keep_versions=5)
+    [pushed] = [a for a in store.get_artifacts_by_type(registry.PUSHED_MODEL) if lineage.custom_property(a, "pushed")]
+    assert lineage.custom_property(pushed, serving.VERSION_DIGEST) == push.digest
+    assert push.digest == serving.saved_model_digest(folder.version_dir(push.version))
+    listed = run_tfxp("models", "--output", str(output))
+    assert listed.code == 0 and registry.CHANGED_ON_DISK not in listed.stdout, listed.stdout + listed.stderr

@@ -15,6 +15,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from models import evaluation
 from pipeline import cli, config, lineage, nodes, registry, report, serving
 from pipeline import settings as settings_module
+from tests import mlmd_records
 from tests.conftest import FAST_RUN_ARGS, run_tfxp
 from tests.datasets import PROJECT_ROOT
 
@@ -168,6 +169,74 @@ def test_a_rollback_pins_a_version_retention_keeps_it_and_clear_undoes_it(projec
     assert corrupt.code == 2 and f"version {v2}" in corrupt.stderr and "corrupt" in corrupt.stderr
     assert folder.config_path.read_bytes() == before
     assert "Traceback" not in missing.stderr + corrupt.stderr
+
+
+def _row(stdout: str, version: int) -> str:
+    """The first line of a version's row in `tfxp models`' table."""
+    return next(line for line in stdout.splitlines() if line.lstrip().startswith(str(version)))
+
+
+def test_tfxp_models_flags_a_version_changed_on_disk_and_exits_4_when_it_serves(tmp_path):
+    """Versions recorded by hand, as the Pusher records them: each with the digest of its files."""
+    output = tmp_path / "outputs"
+    output.mkdir()
+    folder = _folder(output)
+    store = lineage.open_store(output)
+    run = mlmd_records.new_run(store, "run-1")
+    older, newer = 1795000000, 1795000100
+    for version in (older, newer):
+        (folder.version_dir(version) / "variables").mkdir(parents=True)
+        (folder.version_dir(version) / serving.SAVED_MODEL).write_bytes(b"graph %d" % version)
+        (folder.version_dir(version) / "variables" / "variables.data-00000-of-00001").write_bytes(b"weights")
+        digest = serving.saved_model_digest(folder.version_dir(version))
+        pushed = mlmd_records.artifact(
+            store, registry.PUSHED_MODEL, pushed=1, pushed_version=str(version), **{serving.VERSION_DIGEST: digest}
+        )
+        model = mlmd_records.artifact(store, registry.MODEL)
+        mlmd_records.execute(store, run, nodes.PUSHER, "COMPLETE", {"model": model}, {"pushed_model": pushed})
+
+    untouched = run_tfxp("models", "--output", str(output))
+    assert untouched.code == 0, untouched.stderr
+    assert "complete" in _row(untouched.stdout, older) and "changed" not in untouched.stdout
+
+    (folder.version_dir(older) / "variables" / "variables.data-00000-of-00001").write_bytes(b"weightz")  # same size
+    older_changed = run_tfxp("models", "--output", str(output))
+    assert older_changed.code == 0, older_changed.stderr  # what serves is still what was pushed
+    assert registry.CHANGED_ON_DISK in _row(older_changed.stdout, older)
+    assert "complete" in _row(older_changed.stdout, newer)
+    assert f"Changed on disk: version {older}: the files differ from those pushed" in _flat(older_changed.stdout)
+
+    (folder.version_dir(newer) / "assets.extra").mkdir()
+    (folder.version_dir(newer) / "assets.extra" / "added.txt").write_text("a file the push never wrote")
+    serving_changed = run_tfxp("models", "--output", str(output))
+    assert serving_changed.code == cli.EXIT_NOT_SERVABLE, serving_changed.stderr
+    assert registry.CHANGED_ON_DISK in _row(serving_changed.stdout, newer)
+    assert f"Changed on disk: version {newer}, {older}:" in _flat(serving_changed.stdout)  # newest first, as listed
+
+
+@pytest.mark.pipeline
+def test_every_check_keeps_the_digest_of_the_model_and_tfxp_models_verifies_the_pushed_one(finished_run):
+    """The Evaluator's blessing holds the digest of the model it evaluated, the servability check checked those
+    files, and the Pusher recorded the published version's digest, model card included, which `tfxp models` finds
+    unchanged until a file in the version is edited."""
+    run = _first_run(finished_run)
+    trained = Path(run[nodes.TRAINER].output("model").uri) / "Format-Serving"
+    evaluated = lineage.custom_property(run[nodes.EVALUATOR].output("blessing"), serving.MODEL_DIGEST)
+    assert evaluated == serving.saved_model_digest(trained)
+    assert lineage.custom_property(run[nodes.SERVABILITY_CHECK].output("blessing"), "blessed") == 1
+    [version] = _folder(finished_run).versions()
+    published = _folder(finished_run).version_dir(version)
+    assert (published / "assets.extra" / "model_card.md").is_file()
+    recorded = lineage.custom_property(run[nodes.PUSHER].output("pushed_model"), serving.VERSION_DIGEST)
+    assert recorded == serving.saved_model_digest(published)
+
+    listed = run_tfxp("models", "--output", str(finished_run))
+    assert listed.code == 0 and "complete" in _row(listed.stdout, version), listed.stdout + listed.stderr
+    card = published / "assets.extra" / "model_card.md"
+    card.write_text(card.read_text().replace("penguins", "pengwins"))  # an edit after the push
+    tampered = run_tfxp("models", "--output", str(finished_run))
+    assert tampered.code == cli.EXIT_NOT_SERVABLE
+    assert registry.CHANGED_ON_DISK in _row(tampered.stdout, version) and "Traceback" not in tampered.stderr
 
 
 def test_models_and_rollback_without_runs_say_what_to_do(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from ml_metadata.proto import metadata_store_pb2
+from tfx.components import ImportExampleGen
 
 from models.features import Problem
 from pipeline import config, nodes, preflight, settings, table_example_gen
@@ -129,7 +130,8 @@ def test_tfrecord_data_goes_through_import_example_gen(project):
     resolved = settings.resolve(_load(project, **{"data.format": "tfrecord"}), project)
     assert preflight.check_data(resolved).rows == 344
     example_gen = _components(resolved)[nodes.EXAMPLE_GEN]
-    assert type(example_gen).__name__ == "ImportExampleGen"
+    assert isinstance(example_gen, ImportExampleGen)  # TFX's reader of tf.Example records...
+    assert example_gen.driver_class is table_example_gen.ContentFingerprintDriver  # ...keyed on the files' contents
     assert '"pattern": "*.tfrecord*"' in example_gen.exec_properties["input_config"]
 
 

@@ -1,8 +1,12 @@
-"""What makes a rerun skip work: the run fingerprint, and Transform's cache key leaving out the network code."""
+"""What makes a rerun skip work: the run fingerprint, ExampleGen's cache key on its files' contents, and
+Transform's cache key leaving out the network code."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -11,9 +15,13 @@ from pathlib import Path
 import pytest
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import schema_pb2
+from tfx.components.example_gen import utils as example_gen_utils
+from tfx.proto import example_gen_pb2
+from tfx.utils import io_utils, proto_utils
 
-from pipeline import config, nodes, rerun, runner, settings
+from pipeline import config, lineage, nodes, rerun, runner, settings, table_example_gen
 from pipeline.wiring import PREPROCESSING_DIGEST, create_pipeline
+from tests.conftest import FAST_RUN_ARGS, run_tfxp
 from tests.datasets import PROJECT_ROOT
 
 REPORT = {"blessed": True, "pushed": True}
@@ -30,6 +38,20 @@ def test_an_unchanged_project_matches_its_record(project):
     assert not list(project.glob("outputs/*.partial"))  # written whole, then renamed
 
 
+def swap_labels_keeping_size_and_mtime(csv: Path) -> None:
+    """Swaps the labels of the first Adelie and the first Gentoo row (both six letters), then restores the mtime:
+    different data with the same size and modification time, as a restore from backup or `cp -p` can give."""
+    stat = csv.stat()
+    lines = csv.read_text().splitlines(keepends=True)
+    adelie = next(i for i, line in enumerate(lines) if line.startswith("Adelie,"))
+    gentoo = next(i for i, line in enumerate(lines) if line.startswith("Gentoo,"))
+    lines[adelie] = "Gentoo," + lines[adelie].removeprefix("Adelie,")
+    lines[gentoo] = "Adelie," + lines[gentoo].removeprefix("Gentoo,")
+    csv.write_text("".join(lines))
+    os.utime(csv, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert csv.stat().st_size == stat.st_size and csv.stat().st_mtime_ns == stat.st_mtime_ns
+
+
 def _add_execution(metadata: Path) -> None:
     """Stands in for another run writing to the MLMD store (same table MLMD's sqlite schema uses)."""
     metadata.parent.mkdir(parents=True, exist_ok=True)
@@ -38,19 +60,39 @@ def _add_execution(metadata: Path) -> None:
         db.execute("INSERT INTO Execution DEFAULT VALUES")
 
 
-@pytest.mark.parametrize("change", ["data", "new_file", "schema", "setting", "store", "serving"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        "data",
+        "same_size_and_mtime_data",
+        "new_file",
+        "schema",
+        "same_size_and_mtime_schema",
+        "setting",
+        "store",
+        "serving",
+    ],
+)
 def test_any_input_change_means_a_real_run(project, change):
     metadata = project / "outputs" / settings.METADATA_FILE
     _add_execution(metadata)
     rerun.record(_settings(project), REPORT, "then")
     csv = project / "data" / "penguins.csv"
+    schema = project / "schema" / "schema.pbtxt"
     if change == "data":
         os.utime(csv, ns=(csv.stat().st_atime_ns, csv.stat().st_mtime_ns + 1_000_000_000))
+    elif change == "same_size_and_mtime_data":
+        signature = rerun.data_signature(project / "data")
+        swap_labels_keeping_size_and_mtime(csv)
+        assert rerun.data_signature(project / "data") == signature  # what `tfxp watch` compares cannot tell
     elif change == "new_file":
         (project / "data" / "more.csv").write_text(csv.read_text())
     elif change == "schema":
-        schema = project / "schema" / "schema.pbtxt"
         schema.write_text(schema.read_text() + "\n# reviewed again\n")
+    elif change == "same_size_and_mtime_schema":
+        stat = schema.stat()
+        schema.write_text(schema.read_text().replace("max: 7000", "max: 8000"))
+        os.utime(schema, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     elif change == "store":  # another run recorded executions in MLMD
         _add_execution(metadata)
     elif change == "serving":
@@ -131,3 +173,140 @@ def test_an_edited_schema_or_exclusion_changes_what_schemagen_imports(project):
     assert mass.lifecycle_stage == schema_pb2.DEPRECATED
     assert excluding.example_column_types["body_mass_g"] == "BYTES"  # read as text, unchecked
     assert widened.example_column_types["body_mass_g"] == "INT"
+
+
+@pytest.mark.parametrize("package", rerun.PACKAGES)
+def test_an_upgraded_package_means_a_real_run_and_says_which(project, monkeypatch, package):
+    """TFX's own cache key holds no library version, so an upgraded TFT or TensorFlow would otherwise replay."""
+    rerun.record(_settings(project), REPORT, "then")
+    assert rerun.unchanged_since(_settings(project)) is not None
+    installed = rerun.installed_versions()[package]
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "99.0" if name == package else real(name))
+    found = rerun.lookup(_settings(project))
+    assert found.recorded is None
+    assert found.reason == f"Installed packages changed since the last run ({package}: {installed} → 99.0)."
+
+
+def test_installed_versions_are_recorded_and_a_missing_package_is_none(project, monkeypatch):
+    rerun.record(_settings(project), REPORT, "then")
+    recorded = json.loads((project / "outputs" / rerun.RECORD_FILE).read_text())
+    assert recorded["packages"]["tfx"] == importlib.metadata.version("tfx")
+    assert set(recorded["packages"]) == set(rerun.PACKAGES)
+
+    def uninstalled(name):
+        if name == "keras-tuner":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return importlib.metadata.distribution(name).version
+
+    monkeypatch.setattr(importlib.metadata, "version", uninstalled)
+    assert rerun.installed_versions()["keras-tuner"] is None
+    assert rerun.unchanged_since(_settings(project)) is None
+
+
+def test_data_changed_during_a_run_is_not_recorded_as_read(project):
+    """The record holds the inputs as the run started: a file rewritten mid-run makes the next run a real one."""
+    resolved = _settings(project)
+    taken = rerun.inputs(resolved)
+    swap_labels_keeping_size_and_mtime(project / "data" / "penguins.csv")  # while ExampleGen reads the old rows
+    rerun.record(resolved, REPORT, "then", taken)
+    assert rerun.unchanged_since(_settings(project)) is None
+
+
+def test_a_record_from_another_project_or_folder_never_answers(project, tmp_path):
+    rerun.record(_settings(project), REPORT, "then")
+    recorded = json.loads((project / "outputs" / rerun.RECORD_FILE).read_text())
+    assert recorded["origin"] == {
+        "project_file": str(project / config.CONFIG_FILE),
+        "data": str(project / "data"),
+        "output": str(project / "outputs"),
+    }
+
+    # A copy of the whole project, mtimes kept (copy2): same settings, data, store and serving folder.
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy)
+    found = rerun.lookup(_settings(copy))
+    assert found.recorded is None
+    assert "another project or folder" in found.reason and str(project / config.CONFIG_FILE) in found.reason
+
+    # The output folder copied elsewhere (`cp -r outputs elsewhere`), then run into.
+    shutil.copytree(project / "outputs", project / "elsewhere")
+    found = rerun.lookup(_settings(project, output=str(project / "elsewhere")))
+    assert found.recorded is None and f"output: {project / 'outputs'} → {project / 'elsewhere'}" in found.reason
+
+    # The same data in another folder.
+    shutil.copytree(project / "data", project / "data2")
+    found = rerun.lookup(_settings(project, **{"data.path": str(project / "data2")}))
+    assert found.recorded is None and f"data: {project / 'data'} → {project / 'data2'}" in found.reason
+
+    # Another project file in the same folder.
+    other = project / "other.toml"
+    shutil.copy(project / config.CONFIG_FILE, other)
+    elsewhere = settings.resolve(config.load_project(other), project, project_file=other)
+    assert rerun.lookup(elsewhere).recorded is None
+    assert rerun.unchanged_since(_settings(project)) is not None  # the original still answers for itself
+
+
+def test_secret_beam_arguments_are_never_recorded_nor_replayed(project):
+    secrets = ("s3cr3t-TOKEN-123", "hunter2-XYZ")
+    beam_args = (f"--gcp_oauth_token={secrets[0]}", "--db_password", secrets[1], "--direct_num_workers=1")
+    resolved = _settings_with(project, beam_args)
+    rerun.record(resolved, REPORT, "then")
+    text = (project / "outputs" / rerun.RECORD_FILE).read_text()
+    assert not [s for s in secrets if s in text]
+    assert "--gcp_oauth_token=***" in text and "--direct_num_workers=1" in text
+    # Not even through the digest: another secret gives the same fingerprint.
+    other = _settings_with(project, (f"--gcp_oauth_token=x{secrets[0]}", "--db_password", "other", beam_args[-1]))
+    assert rerun.fingerprint(other) == rerun.fingerprint(resolved)
+    # So the record cannot tell a changed token, which TFX's cache key holds: TFX decides.
+    found = rerun.lookup(resolved)
+    assert found.recorded is None
+    assert found.reason.startswith("The values of --gcp_oauth_token, --db_password are never recorded")
+
+
+def _settings_with(project: Path, beam_args: tuple[str, ...]) -> settings.Settings:
+    return settings.resolve(config.load_project(project / config.CONFIG_FILE), project, beam_args=beam_args)
+
+
+def _example_gen_fingerprint(data: Path) -> str:
+    """The input fingerprint the project's ExampleGen driver resolves for `*.csv` in `data`: its cache key's part."""
+    properties = {
+        "input_base": str(data),
+        "input_config": proto_utils.proto_to_json(
+            example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="all", pattern="*.csv")])
+        ),
+    }
+    driver = table_example_gen.ContentFingerprintDriver(None)
+    return driver.resolve_exec_properties(properties, None, None)[example_gen_utils.FINGERPRINT_PROPERTY_NAME]
+
+
+def test_example_gen_is_keyed_on_its_files_contents(project):
+    data = project / "data"
+    tfx_before = io_utils.generate_fingerprint("all", str(data / "*.csv"))
+    before = _example_gen_fingerprint(data)
+    assert before.startswith(tfx_before + f",{table_example_gen.CONTENT_DIGEST}:")
+    assert _example_gen_fingerprint(data) == before  # unchanged files: TFX may reuse the examples
+    swap_labels_keeping_size_and_mtime(data / "penguins.csv")
+    assert io_utils.generate_fingerprint("all", str(data / "*.csv")) == tfx_before  # TFX alone would reuse them
+    assert _example_gen_fingerprint(data) != before
+
+
+@pytest.mark.pipeline
+def test_data_replaced_with_the_same_size_and_mtime_re_executes_example_gen(project):
+    """A real run after a same-size, same-mtime replacement: no replay, and ExampleGen runs again in TFX."""
+    args = ("run", "--config", str(project / config.CONFIG_FILE), *FAST_RUN_ARGS)
+    first = run_tfxp(*args)
+    assert first.code == 0, first.stderr
+    swap_labels_keeping_size_and_mtime(project / "data" / "penguins.csv")
+    second = run_tfxp(*args)
+    assert second.code == 0, second.stderr
+    assert "Nothing changed" not in second.stdout
+    store = lineage.open_store(project / "outputs")
+    before, after = (lineage.run_executions(store, run) for run in lineage.pipeline_runs(store))
+    assert after[nodes.EXAMPLE_GEN].state == "COMPLETE"  # executed, not CACHED
+    key = example_gen_utils.FINGERPRINT_PROPERTY_NAME
+    old, new = (lineage.custom_property(run[nodes.EXAMPLE_GEN].output("examples"), key) for run in (before, after))
+    # TFX's part (size and whole-second mtime) is the same; only the contents' digest tells the runs apart.
+    separator = f",{table_example_gen.CONTENT_DIGEST}:"
+    assert old.split(separator)[0] == new.split(separator)[0] and old != new
+    assert after[nodes.TRANSFORM].state == "COMPLETE"  # and what follows works on the new examples

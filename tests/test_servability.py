@@ -2,6 +2,7 @@
 that load in this project's Python but would fail in TF Serving."""
 
 import json
+import shutil
 import uuid
 from pathlib import Path
 
@@ -84,16 +85,34 @@ def eval_examples(folder: Path, rows: int = 70) -> standard_artifacts.Examples:
     return examples
 
 
-def check(model_folder: Path, tmp_path: Path) -> standard_artifacts.InfraBlessing:
-    """Runs the ServabilityCheck component's executor, as the pipeline would, on a Model artifact at `model_folder`."""
+def evaluated(model_folder: Path, digest: str | None = None) -> standard_artifacts.ModelBlessing:
+    """The Evaluator's blessing of the model at `model_folder`, with the digest it records (or `digest`)."""
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.set_int_custom_property("blessed", 1)
+    blessing.set_string_custom_property(serving.MODEL_DIGEST, digest or serving.saved_model_digest(model_folder))
+    return blessing
+
+
+def check(
+    model_folder: Path, tmp_path: Path, examples: standard_artifacts.Examples | None = None, before=None
+) -> standard_artifacts.InfraBlessing:
+    """Runs the ServabilityCheck component's executor, as the pipeline would, on a Model artifact at `model_folder`
+    the Evaluator evaluated; `before(model_folder)` runs between the evaluation and the check."""
     model = standard_artifacts.Model()
     model.uri = str(model_folder.parent)  # the Trainer writes the SavedModel to <uri>/Format-Serving
+    model_blessing = evaluated(model_folder)
+    if before is not None:
+        before(model_folder)
     blessing = standard_artifacts.InfraBlessing()
     blessing.uri = str(tmp_path / "blessing")
     Path(blessing.uri).mkdir()
     executor = servability.ServabilityCheck.EXECUTOR_SPEC.executor_class()
     executor.Do(
-        {"model": [model], "examples": [eval_examples(tmp_path / "examples")]},
+        {
+            "model": [model],
+            "model_blessing": [model_blessing],
+            "examples": [examples or eval_examples(tmp_path / "examples")],
+        },
         {"blessing": [blessing]},
         {"label": LABEL, "model_name": "scorer", "code_digest": "test"},
     )
@@ -170,14 +189,22 @@ def test_a_model_tf_serving_would_fail_on_is_not_blessed_and_says_why(broken, st
     assert json.loads((Path(blessing.uri) / servability.NOT_BLESSED_FILE).read_text())["stage"] == stage
 
 
-def push_with(blessed: int, infra_blessed: int, stamped_from: Path, tmp_path: Path, keep_versions: int = 5):
-    """Runs the project's Pusher executor with a model blessing and an infra blessing; returns PushedModel."""
+def push_with(
+    blessed: int, infra_blessed: int, stamped_from: Path, tmp_path: Path, keep_versions: int = 5, tamper=None
+):
+    """Runs the project's Pusher executor with a model blessing and an infra blessing; returns PushedModel.
+
+    The infra blessing keeps the stamped model's digest, as the servability check does; `tamper(stamped_from)`
+    runs after that."""
     model_blessing = standard_artifacts.ModelBlessing()
     model_blessing.set_int_custom_property("blessed", blessed)
     infra = standard_artifacts.InfraBlessing()
     infra.uri = str(stamped_from.parent)
     infra.set_int_custom_property("blessed", infra_blessed)
     infra.set_int_custom_property("has_model", infra_blessed)
+    infra.set_string_custom_property(serving.MODEL_DIGEST, serving.saved_model_digest(stamped_from))
+    if tamper is not None:
+        tamper(stamped_from)
     model = standard_artifacts.Model()
     model.uri = str(tmp_path / "trained")
     pushed = standard_artifacts.PushedModel()
@@ -212,6 +239,33 @@ def test_the_pusher_publishes_the_stamped_model_with_its_warmup(stamped, tmp_pat
     assert pushed.get_string_custom_property("pushed_version") == str(version)
     assert (folder.version_dir(version) / "assets.extra" / "tf_serving_warmup_requests").is_file()
     assert folder.served() == version and folder.config_path.is_file()
+    # What `tfxp models` recomputes: the digest of the version's files as published.
+    assert pushed.get_string_custom_property(serving.VERSION_DIGEST) == serving.saved_model_digest(
+        folder.version_dir(version)
+    )
+
+
+def test_the_pusher_refuses_a_stamped_model_changed_after_the_servability_check(stamped, tmp_path):
+    def swap_warmup(folder: Path) -> None:
+        servability.write_warmup(str(folder), "other", [tf.train.Example().SerializeToString()])
+
+    with pytest.raises(serving.DeliveryError, match="changed after the servability check called it") as refused:
+        push_with(1, 1, stamped, tmp_path, tamper=swap_warmup)
+    assert "then," in str(refused.value) and "nothing was pushed" in str(refused.value)
+    assert serving.ServingFolder(tmp_path / "serving", "scorer").versions() == []
+
+
+def test_a_model_swapped_on_disk_after_evaluation_is_not_servable(model_dir, tmp_path):
+    def retrain(folder: Path) -> None:  # another model in the Trainer's output folder
+        shutil.rmtree(folder)
+        save(Scorer(lambda x: x * 3.0), folder)
+
+    blessing = check(save(Scorer(), model_dir), tmp_path, before=retrain)
+    assert blessing.get_int_custom_property("blessed") == 0
+    assert blessing.get_int_custom_property("has_model") == 0
+    verdict = blessing.get_string_custom_property("verdict")
+    assert verdict.startswith(f"fails at copy: the model's files in {model_dir} changed after the Evaluator"), verdict
+    assert json.loads((Path(blessing.uri) / servability.NOT_BLESSED_FILE).read_text())["stage"] == "copy"
 
 
 @pytest.mark.parametrize(("blessed", "infra_blessed"), [(1, 0), (0, 1)], ids=["not servable", "not blessed"])
@@ -241,6 +295,9 @@ def test_a_re_executed_pusher_does_not_publish_the_same_model_twice(stamped, tmp
     assert len(folder.versions()) == 1
     assert again.get_string_custom_property("pushed_version") == first.get_string_custom_property("pushed_version")
     assert again.get_int_custom_property(pusher.REUSED) == 1 and first.get_int_custom_property(pusher.REUSED) == 0
+    assert again.get_string_custom_property(serving.VERSION_DIGEST) == first.get_string_custom_property(
+        serving.VERSION_DIGEST
+    )
 
 
 def test_eval_rows_drop_the_label_and_keep_every_feature(tmp_path):
@@ -252,17 +309,6 @@ def test_eval_rows_drop_the_label_and_keep_every_feature(tmp_path):
 
 
 def test_an_empty_eval_split_is_not_servable_rather_than_unchecked(model_dir, tmp_path):
-    save(Scorer(), model_dir)
-    model = standard_artifacts.Model()
-    model.uri = str(model_dir.parent)
-    examples = eval_examples(tmp_path / "examples", rows=0)
-    blessing = standard_artifacts.InfraBlessing()
-    blessing.uri = str(tmp_path / "blessing")
-    Path(blessing.uri).mkdir()
-    servability.ServabilityCheck.EXECUTOR_SPEC.executor_class().Do(
-        {"model": [model], "examples": [examples]},
-        {"blessing": [blessing]},
-        {"label": LABEL, "model_name": "scorer", "code_digest": "test"},
-    )
+    blessing = check(save(Scorer(), model_dir), tmp_path, eval_examples(tmp_path / "examples", rows=0))
     assert blessing.get_int_custom_property("blessed") == 0
     assert "no rows" in blessing.get_string_custom_property("verdict")
