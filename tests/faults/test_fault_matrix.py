@@ -56,10 +56,10 @@ class TornVersionPoller(threading.Thread):
     def __init__(self, model_dir: Path):
         super().__init__(daemon=True)
         self.model_dir, self.torn, self.polls = model_dir, set(), 0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(0.002):
+        while not self._done.wait(0.002):
             self.polls += 1
             try:
                 names = os.listdir(self.model_dir)
@@ -72,7 +72,7 @@ class TornVersionPoller(threading.Thread):
                     self.torn.add(name)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join()
 
 
