@@ -93,7 +93,19 @@ def _become(argv: list[str], env: dict[str, str]) -> NoReturn:
         _fail(f"could not start {argv[0]}: {error}", EXIT_FAILED)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Every command's one-line answer to an output folder whose ML Metadata store cannot be read."""
+
+    def invoke(self, ctx):
+        from pipeline import integrity
+
+        try:
+            return super().invoke(ctx)
+        except integrity.StoreError as error:
+            _fail(str(error), EXIT_BAD_INPUT)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """A local-first TFX pipeline: validated data in, a blessed SavedModel out, lineage throughout."""
 
@@ -286,6 +298,7 @@ def run(
     console.print(
         f"Project [bold]{escape(settings.model_name)}[/]: {label.problem.value} on '{escape(label.name)}' ({escape(how)})"
     )
+    _forget_damaged_artifacts(settings, console)
     if settings.enable_cache:
         _replay_if_unchanged(settings, console)
 
@@ -346,6 +359,23 @@ def _with_drift_baseline(settings: settings_module.Settings, folder, console: Co
     return dataclasses.replace(settings, drift_baseline=baseline)
 
 
+def _forget_damaged_artifacts(settings: settings_module.Settings, console: Console) -> None:
+    """Marks artifacts whose files are gone or truncated DELETED, saying which, so nothing reuses them."""
+    from pipeline import integrity
+
+    damages = integrity.damaged(settings.paths.output_root)
+    if not damages:
+        return
+    from pipeline import lineage
+
+    integrity.mark_deleted(lineage.open_store(settings.paths.output_root), settings.pipeline_name, damages)
+    for damage in damages:
+        console.print(
+            f"Damaged: {escape(str(damage))}. Marked deleted in ML Metadata: no run reuses it, and the component "
+            "that made it runs again when this run needs it."
+        )
+
+
 def _replay_if_unchanged(settings: settings_module.Settings, console: Console) -> None:
     """Shows the last run's summary and exits when nothing it depended on has changed."""
     from pipeline import report, rerun
@@ -399,9 +429,11 @@ def _run_and_report(settings: settings_module.Settings, out: Console, err: Conso
     try:
         timings = runner.run_pipeline(settings, out, log_path)
     except runner.RunFailed as failure:
+        _note_artifact_files(settings, err)
         code = _failed(failure, settings, err)
         _write_report(settings, before, code, err)
         return code
+    _note_artifact_files(settings, out)
     out.print(f"Pipeline finished in {sum(t.seconds for t in timings):.1f} s.\n")
     summary = report.build_report(settings)
     report.render(summary, settings, out)
@@ -409,6 +441,16 @@ def _run_and_report(settings: settings_module.Settings, out: Console, err: Conso
     code = _exit_code(summary)
     _write_report(settings, before, code, out)
     return code
+
+
+def _note_artifact_files(settings: settings_module.Settings, console: Console) -> None:
+    """Notes the artifacts' file sizes for the next run's damage check; a full disk only skips the note."""
+    from pipeline import integrity
+
+    try:
+        integrity.note_files(settings.paths.output_root)
+    except OSError as error:
+        console.print(f"[dim]Could not note the artifacts' files for the next run's check: {escape(str(error))}[/]")
 
 
 def _newest_run(settings: settings_module.Settings) -> int | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from pipeline import integrity
 from pipeline.settings import METADATA_FILE
 
 PIPELINE_RUN = "pipeline_run"  # context types TFX attaches to every execution
@@ -40,7 +41,11 @@ class NodeExecution:
 
 
 def open_store(output_root: Path) -> metadata_store.MetadataStore:
-    """A read/write handle on the sqlite MLMD store of an output folder, the one the runner uses."""
+    """A read/write handle on the sqlite MLMD store of an output folder, the one the runner uses.
+
+    Raises integrity.StoreError, one line for the user, when the file there is not a database.
+    """
+    integrity.check_store(output_root)
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = str(output_root / METADATA_FILE)
     config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
