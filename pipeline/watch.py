@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import os
 import re
 import signal
@@ -18,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from pipeline import run_lock
 from pipeline.rerun import data_signature
 from pipeline.settings import find_spans
 
@@ -187,22 +187,15 @@ class AlreadyWatching(RuntimeError):
 def lock(output_root: Path) -> Iterator[None]:
     """Holds the output folder's watch lock, or raises AlreadyWatching.
 
-    An advisory flock, so the kernel releases it when the process ends however it ends. It keeps a
-    second watcher off the output folder; a `tfxp run` started by hand is not stopped by it.
+    An advisory flock (run_lock.exclusive), so the kernel releases it when the process ends however it ends.
+    It keeps a second watcher off the output folder; runs take the run lock themselves.
     """
-    path = output_root / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            stack.enter_context(run_lock.exclusive(output_root / LOCK_FILE, f"{os.getpid()}\n"))
+        except run_lock.Locked as locked:
+            holder = locked.note.strip() or "unknown"
             raise AlreadyWatching(f"another tfxp watch (pid {holder}) is watching for {output_root}") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
         yield
 
 
