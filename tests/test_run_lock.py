@@ -1,18 +1,26 @@
-"""The run lock: one holder per output folder, named in its file; a killed holder's lock taken over."""
+"""One run at a time per output folder: the run lock itself, every command that writes refused while another holds
+it, a killed run's lock taken over, and two runs started at the same moment."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from pipeline import run_lock, watch
+from pipeline import cli, lineage, rerun, run_lock, watch
+from pipeline.config import CONFIG_FILE
+from pipeline.settings import METADATA_FILE
+from tests.conftest import FAST_RUN_ARGS, CliResult, run_tfxp, stop
+from tests.datasets import PROJECT_ROOT
+from tests.test_watch import write_span
 
 HOLDER_COMMAND = "tfxp run --span 3"
 
@@ -106,3 +114,186 @@ def test_the_watch_lock_uses_the_same_flock_and_is_emptied_when_released(tmp_pat
             with run_lock.exclusive(tmp_path / watch.LOCK_FILE, "other\n"):
                 raise AssertionError("a second holder got the watch lock")
     assert (tmp_path / watch.LOCK_FILE).read_text() == ""
+
+
+def test_a_span_whose_run_found_the_output_folder_busy_is_run_again_at_the_next_look(tmp_path):
+    write_span(tmp_path, 1)
+    codes, lines = iter([cli.EXIT_BUSY, cli.EXIT_BUSY]), []
+    ran = []
+
+    def run_span(span: int) -> int:
+        ran.append(span)
+        return next(codes, cli.EXIT_OK)
+
+    watcher = watch.Watcher(tmp_path, "*.csv", 0.1, run_span, lines.append, cli._meaning, busy={cli.EXIT_BUSY})
+    outcomes = [watcher.poll() for _ in range(4)]
+    assert [run and run.code for run in outcomes] == [cli.EXIT_BUSY, cli.EXIT_BUSY, cli.EXIT_OK, None]
+    assert ran == [1, 1, 1]  # the same files each time; once run, not again
+    busy = [line for line in lines if line.startswith("span 1: another run is in progress, nothing was run (exit 7, ")]
+    assert len(busy) == 2
+    assert all(line.endswith("; trying again at the next look") for line in busy)
+    assert lines[-1].startswith("span 1: ok, blessed and pushed (exit 0, ") and lines[-1].endswith(")")
+
+
+# ------------------------------------------------------------------ every command that writes, refused
+
+
+HOLD = """
+import sys
+from pathlib import Path
+from pipeline import run_lock
+with run_lock.hold(Path(sys.argv[1]), sys.argv[2]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.fixture(scope="module")
+def held(tmp_path_factory) -> Iterator[tuple[Path, Path, run_lock.Holder]]:
+    """A project, and its output folder whose run lock another process holds: (project file, output, holder)."""
+    folder = tmp_path_factory.mktemp("held")
+    (folder / "data").mkdir()
+    (folder / "data" / "penguins.csv").write_text((PROJECT_ROOT / "data" / "penguins.csv").read_text())
+    (folder / "schema").mkdir()
+    (folder / "schema" / "schema.pbtxt").write_text((PROJECT_ROOT / "schema" / "schema.pbtxt").read_text())
+    (folder / CONFIG_FILE).write_text((PROJECT_ROOT / CONFIG_FILE).read_text())
+    output = folder / "outputs"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(output), HOLDER_COMMAND],
+        cwd=PROJECT_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield folder / CONFIG_FILE, output, run_lock.Holder.parse((output / run_lock.LOCK_FILE).read_text())
+    finally:
+        holder.stdin.close()  # it lets go and exits
+        if holder.wait(timeout=30) != 0:
+            stop(holder)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run"],
+        ["run", "--no-cache"],
+        ["approve", "1", "--note", "fine"],
+        ["reject", "1", "--note", "no"],
+        ["rollback"],
+        ["rollback", "--clear"],
+        ["monitor", "--requests", "data/penguins.csv"],
+        ["watch", "--once"],
+        ["watch", "--interval", "1s"],
+    ],
+    ids=" ".join,
+)
+def test_a_command_that_writes_the_output_folder_exits_at_once_while_a_run_holds_it(held, command):
+    project_file, output, holder = held
+    started = time.monotonic()
+    result = run_tfxp(*command, "--config", str(project_file), "--output", str(output), timeout=60)
+    seconds = time.monotonic() - started
+    assert result.code == cli.EXIT_BUSY, result
+    assert " ".join(result.stderr.split()) == (
+        f"Error: a run is in progress in {output}: PID {holder.pid} ({HOLDER_COMMAND}, started {holder.started}); "
+        "try again when it has ended"
+    )
+    assert result.stdout == ""
+    assert seconds < 10, f"took {seconds:.1f} s"  # no TensorFlow loaded, no data read
+
+
+def test_commands_that_only_read_are_not_refused(held):
+    project_file, output, _ = held
+    result = run_tfxp("models", "--config", str(project_file), "--output", str(output))
+    assert result.code == cli.EXIT_BAD_INPUT
+    assert f"no runs in {output}; run `tfxp run` first" in result.stderr
+
+
+def test_every_exit_code_has_a_meaning_the_watcher_prints():
+    assert cli.EXIT_MEANINGS[cli.EXIT_BUSY] == "another run is in progress, nothing was run"
+    assert len(set(cli.EXIT_MEANINGS.values())) == len(cli.EXIT_MEANINGS)
+
+
+# ------------------------------------------------------------------ real runs
+
+
+def _start_run(output: Path, *args: str, config: Path | None = None, **popen_args) -> subprocess.Popen:
+    config_args = ["--config", str(config)] if config else []
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "run", *config_args, "--output", str(output), *FAST_RUN_ARGS, *args],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "120"},
+        **popen_args,
+    )
+
+
+def _finish(process: subprocess.Popen, timeout: float = 900) -> CliResult:
+    stdout, stderr = process.communicate(timeout=timeout)
+    return CliResult(process.returncode, stdout, stderr)
+
+
+@pytest.mark.pipeline
+def test_a_sigkilled_runs_lock_is_taken_over_by_the_next_run_which_finishes(project, tmp_path):
+    output = tmp_path / "outputs"
+    killed = _start_run(output, config=project / CONFIG_FILE)
+    try:
+        deadline = time.monotonic() + 120
+        while (holder := run_lock.Holder.parse(_text(output / run_lock.LOCK_FILE))) is None:
+            assert killed.poll() is None, _finish(killed)
+            assert time.monotonic() < deadline, "the run never wrote its run lock"
+            time.sleep(0.05)
+        assert holder.pid == killed.pid
+        assert holder.command.endswith(f"run --config {project / CONFIG_FILE} --output {output} --tuner-trials 1")
+        killed.kill()
+        killed.wait()
+    finally:
+        stop(killed)
+
+    result = run_tfxp("run", "--config", str(project / CONFIG_FILE), "--output", str(output), *FAST_RUN_ARGS)
+    assert result.code == cli.EXIT_OK, result
+    assert result.stdout.startswith(
+        f"Took over the lock of run PID {killed.pid} ({holder.command}, started {holder.started}), "
+        "which is no longer running.\n"
+    )
+    assert (output / run_lock.LOCK_FILE).read_text() == ""
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""
+
+
+@pytest.mark.pipeline
+def test_two_runs_started_at_the_same_moment_ten_times_one_runs_and_the_store_stays_intact(finished_run):
+    output = finished_run
+    runs = len(lineage.pipeline_runs(lineage.open_store(output)))
+    for round_ in range(10):
+        # Without its record the run cannot answer from it, and runs TFX (every component cached).
+        (output / rerun.RECORD_FILE).unlink()
+        pair = [_start_run(output), _start_run(output)]
+        try:
+            while all(p.poll() is None for p in pair):
+                time.sleep(0.05)
+            first_done = next(p for p in pair if p.poll() is not None)
+            other = next(p for p in pair if p is not first_done)
+            still_running = other.poll() is None
+            loser, winner = _finish(first_done), _finish(other)
+        finally:
+            for process in pair:
+                stop(process)
+        assert (loser.code, winner.code) == (cli.EXIT_BUSY, cli.EXIT_OK), f"round {round_}: {loser}\n{winner}"
+        assert still_running, f"round {round_}: the refused run did not exit while the other ran"
+        message = " ".join(loser.stderr.split())
+        assert message.startswith(f"Error: a run is in progress in {output}: PID {other.pid} ("), message
+        assert loser.stdout == ""
+        assert "Pipeline finished in" in winner.stdout
+        runs += 1
+        assert len(lineage.pipeline_runs(lineage.open_store(output))) == runs, f"round {round_}"
+    connection = sqlite3.connect(output / METADATA_FILE)
+    try:
+        assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        connection.close()
