@@ -22,7 +22,7 @@ from rich.table import Table
 
 from models import features
 from models.features import Problem
-from pipeline import config, nodes, run_lock, watch
+from pipeline import config, file_modes, nodes, run_lock, watch
 from pipeline import settings as settings_module
 
 if TYPE_CHECKING:  # init's module imports TFDV; the CLI loads it only when init runs
@@ -99,6 +99,9 @@ def _become(argv: list[str], env: dict[str, str]) -> NoReturn:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """A local-first TFX pipeline: validated data in, a blessed SavedModel out, lineage throughout."""
+    # Before anything is written, here or by TensorFlow, TFX and the store in this process and its children:
+    # the serving folder is what a model server runs, and no umask (000 included) may let anyone replace it.
+    file_modes.forbid_world_writes()
 
 
 _config_option = click.option(

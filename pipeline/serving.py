@@ -24,6 +24,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from pipeline import file_modes
+
 CONFIG_FILE = "models.config"
 LOCK_FILE = ".serving.lock"
 PARTIAL = ".partial-"  # a version being written
@@ -164,7 +166,7 @@ class ServingFolder:
         # A unique hidden name per writer, so two writers never share a half-written file; rename publishes.
         fd, partial = tempfile.mkstemp(dir=self.root, prefix=f".{CONFIG_FILE}.")
         try:
-            os.fchmod(fd, 0o644)  # a server running as another user must read it
+            os.fchmod(fd, file_modes.file_mode())  # mkstemp's 0600 would override the umask, which decides
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text_format.MessageToString(config))
                 handle.flush()
@@ -233,6 +235,8 @@ class ServingFolder:
                     (partial / relative).write_text(text, encoding="utf-8")
                     _fsync(partial / relative)
                 for folder, _, _ in os.walk(partial, topdown=False):
+                    # copytree gives each folder its source's mode (the Trainer's, perhaps under another umask).
+                    os.chmod(folder, file_modes.folder_mode())
                     _fsync(Path(folder))
                 os.rename(partial, target)
                 _fsync(self.model_dir)

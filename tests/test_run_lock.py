@@ -1,10 +1,12 @@
 """One run at a time per output folder: the run lock itself, every command that writes refused while another holds
-it, a killed run's lock taken over, and two runs started at the same moment."""
+it, a killed run's lock taken over, two runs started at the same moment; and the modes of what a run writes."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -297,3 +299,84 @@ def test_two_runs_started_at_the_same_moment_ten_times_one_runs_and_the_store_st
         assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     finally:
         connection.close()
+
+
+# ------------------------------------------------------------------ modes
+
+
+def _modes(folder: Path) -> dict[str, int]:
+    """The permission bits of `folder` and of everything under it (symbolic links, which have none, aside)."""
+    found = {".": stat.S_IMODE(folder.lstat().st_mode)}
+    for path in folder.rglob("*"):
+        info = path.lstat()
+        if not stat.S_ISLNK(info.st_mode):
+            found[str(path.relative_to(folder))] = stat.S_IMODE(info.st_mode)
+    return found
+
+
+PUSH = """
+import sys
+from pathlib import Path
+from pipeline import serving
+push = serving.ServingFolder(Path(sys.argv[1]), "m").push(Path(sys.argv[2]), keep_versions=3)
+print(push.version)
+"""
+
+
+def test_a_push_gives_its_files_and_folders_the_umasks_modes_whatever_its_sources(tmp_path):
+    source = tmp_path / "model"
+    (source / "variables").mkdir(parents=True)
+    (source / "saved_model.pb").write_bytes(b"graph")
+    (source / "variables" / "variables.index").write_bytes(b"index")
+    for path in (source / "variables", source):
+        path.chmod(0o700)  # a Trainer's output from a run under umask 077
+    pushed = subprocess.run(
+        [sys.executable, "-c", PUSH, str(tmp_path / "serving"), str(source)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        umask=0o027,
+        check=True,
+    )
+    modes = _modes(tmp_path / "serving")
+    version = pushed.stdout.strip()
+    assert {path: oct(mode) for path, mode in modes.items() if path != "."} == {
+        ".serving.lock": "0o640",
+        "models.config": "0o640",  # written by mkstemp, which alone would make it 0600
+        "m": "0o750",
+        f"m/{version}": "0o750",
+        f"m/{version}/saved_model.pb": "0o640",
+        f"m/{version}/variables": "0o750",
+        f"m/{version}/variables/variables.index": "0o640",
+    }
+
+
+def _run_under_umask(project: Path, output: Path, umask: int) -> CliResult:
+    result = _finish(_start_run(output, config=project / CONFIG_FILE, umask=umask))
+    assert result.code == cli.EXIT_OK, result
+    assert "Pushed to " in result.stdout
+    return result
+
+
+@pytest.mark.pipeline
+def test_a_run_under_umask_077_writes_nothing_the_group_or_others_may_touch(project, tmp_path):
+    output = tmp_path / "outputs"
+    _run_under_umask(project, output, 0o077)
+    modes = _modes(output)
+    assert "serving/models.config" in modes and "metadata.sqlite" in modes
+    opened = {path: oct(mode) for path, mode in modes.items() if mode & 0o077}
+    assert not opened, json.dumps(opened, indent=1)
+
+
+@pytest.mark.pipeline
+def test_under_umask_000_the_serving_folder_store_and_output_folder_are_not_world_writable(project, tmp_path):
+    output = tmp_path / "outputs"
+    _run_under_umask(project, output, 0o000)
+    modes = _modes(output)
+    guarded = {
+        p: m for p, m in modes.items() if p in (".", METADATA_FILE) or p == "serving" or p.startswith("serving/")
+    }
+    assert len(guarded) > 10  # the store, the folder, models.config and a pushed SavedModel's files
+    writable = {path: oct(mode) for path, mode in guarded.items() if mode & 0o002}
+    assert not writable, json.dumps(writable, indent=1)
+    assert modes["serving/models.config"] == 0o664  # the umask still decides the rest
