@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -21,7 +22,7 @@ from rich.table import Table
 
 from models import features
 from models.features import Problem
-from pipeline import config, nodes, watch
+from pipeline import config, file_modes, nodes, run_lock, watch
 from pipeline import settings as settings_module
 
 if TYPE_CHECKING:  # init's module imports TFDV; the CLI loads it only when init runs
@@ -34,6 +35,7 @@ EXIT_NOT_BLESSED = 3
 EXIT_NOT_SERVABLE = 4
 EXIT_AWAITING_APPROVAL = 5
 EXIT_THRESHOLD_CROSSED = 6  # drift stopped a run, serving traffic is skewed, or the serving model is too old
+EXIT_BUSY = 7  # another command holds the output folder's run lock; nothing was done
 EXIT_INTERRUPTED = 130
 EXIT_MEANINGS = {  # what `tfxp watch` says of each run's exit code; the README's table says the same
     EXIT_OK: "ok, blessed and pushed",
@@ -43,6 +45,7 @@ EXIT_MEANINGS = {  # what `tfxp watch` says of each run's exit code; the README'
     EXIT_NOT_SERVABLE: "not servable, nothing pushed",
     EXIT_AWAITING_APPROVAL: "blessed, awaiting approval (tfxp pending)",
     EXIT_THRESHOLD_CROSSED: "a monitoring threshold was crossed",
+    EXIT_BUSY: "another run is in progress, nothing was run",
     EXIT_INTERRUPTED: "interrupted",
 }
 
@@ -108,6 +111,9 @@ class _Commands(click.Group):
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """A local-first TFX pipeline: validated data in, a blessed SavedModel out, lineage throughout."""
+    # Before anything is written, here or by TensorFlow, TFX and the store in this process and its children:
+    # the serving folder is what a model server runs, and no umask (000 included) may let anyone replace it.
+    file_modes.forbid_world_writes()
 
 
 _config_option = click.option(
@@ -129,6 +135,25 @@ def _load(config_file: Path, overrides: dict | None = None, **resolve_args) -> s
         )
     except config.ConfigError as error:
         _fail(str(error), EXIT_BAD_INPUT)
+
+
+def _one_run(output_root: Path, hold: bool = True) -> None:
+    """Holds the output folder's run lock until the command ends (with `hold=False`, only checks that no one
+    holds it), or exits at once with EXIT_BUSY naming the run in progress."""
+    context = click.get_current_context()
+    command = f"{context.find_root().info_name} {shlex.join(sys.argv[1:])}"
+    try:
+        if not hold:
+            run_lock.check(output_root)
+            return
+        taken_over = context.with_resource(run_lock.hold(output_root, command))
+    except run_lock.Busy as error:
+        _fail(str(error), EXIT_BUSY)
+    if taken_over is not None:
+        why = "which had let it go" if taken_over.running() else "which is no longer running"
+        Console(highlight=False, soft_wrap=True).print(
+            f"Took over the lock of run {escape(taken_over.describe())}, {why}."
+        )
 
 
 def _absolute(path: Path | None) -> str | None:
@@ -288,6 +313,7 @@ def run(
         "monitoring.on_drift": on_drift,
     }
     settings = _load(config_file, overrides, span=span, beam_args=tuple(beam_args), enable_cache=not no_cache)
+    _one_run(settings.paths.output_root)
     console = Console(highlight=False, soft_wrap=True)
     label = settings.declarations.label
     how = (
@@ -546,11 +572,14 @@ def tensorboard(config_file, output, port):
     _become([binary, "--logdir", str(log_dir), "--port", str(port)], quiet)
 
 
-def _serving(config_file: Path, output: Path | None):
-    """The project, its serving folder, and its MLMD store; exits if nothing was ever run there."""
+def _serving(config_file: Path, output: Path | None, writes: bool = False):
+    """The project, its serving folder, and its MLMD store; exits if nothing was ever run there. A command that
+    `writes` either holds the run lock from here on or exits with EXIT_BUSY."""
     from pipeline import lineage, serving
 
     project, output = _project_output(config_file, output)
+    if writes:
+        _one_run(output)
     if not (output / settings_module.METADATA_FILE).is_file():
         _fail(f"no runs in {output}; run `tfxp run` first", EXIT_BAD_INPUT)
     return project, serving.ServingFolder(output / "serving", project.model_name), lineage.open_store(output)
@@ -647,7 +676,7 @@ def rollback(config_file, output, to_version, clear, reason):
 
     if clear and to_version is not None:
         _fail("--to and --clear contradict each other; pass one", EXIT_BAD_INPUT)
-    project, folder, store = _serving(config_file, output)
+    project, folder, store = _serving(config_file, output, writes=True)
     console = Console(highlight=False, soft_wrap=True)
     try:
         with folder.lock():
@@ -718,7 +747,7 @@ def approve(config_file, output, model_id, note, force):
     """Approve a held model: push it to the serving folder and record who, when and why."""
     from pipeline import approval, serving
 
-    project, folder, store = _serving(config_file, output)
+    project, folder, store = _serving(config_file, output, writes=True)
     try:
         push = approval.approve(
             store, project.model_name, folder, model_id, note, project.delivery.keep_versions, force
@@ -743,7 +772,7 @@ def reject(config_file, output, model_id, note):
     """Reject a held model: it can never be pushed; record who, when and why."""
     from pipeline import approval
 
-    project, _, store = _serving(config_file, output)
+    project, _, store = _serving(config_file, output, writes=True)
     try:
         approval.reject(store, project.model_name, model_id, note)
     except approval.ApprovalError as error:
@@ -771,7 +800,7 @@ def monitor(config_file, output, requests_path):
 
     if not requests_path.exists():
         _fail(f"no such file or folder: {requests_path}", EXIT_BAD_INPUT)
-    _, folder, store = _serving(config_file, output)
+    _, folder, store = _serving(config_file, output, writes=True)
     version = folder.served()
     if version is None:
         _fail(f"nothing serves yet in {folder.model_dir}; push a model with `tfxp run` first", EXIT_BAD_INPUT)
@@ -991,6 +1020,7 @@ def _meaning(code: int) -> str:
 def watch_spans(config_file, output, interval, once):
     """Run the pipeline on each new span as soon as it is complete; Ctrl-C or SIGTERM stops it."""
     settings = _load(config_file, {"output": _absolute(output)})
+    _one_run(settings.paths.output_root, hold=False)  # each run takes the lock; an idle watcher must not hold it
     data_root, pattern = settings.paths.data_root, settings.project.data.file_pattern
     if not settings.spans and any(data_root.glob(pattern)):
         _fail(
@@ -1005,7 +1035,7 @@ def watch_spans(config_file, output, interval, once):
 
     run_args = ["--config", str(config_file.absolute())] + (["--output", _absolute(output)] if output else [])
     runs = watch.ChildRuns(run_args, say)
-    watcher = watch.Watcher(data_root, pattern, interval, runs, say, _meaning)
+    watcher = watch.Watcher(data_root, pattern, interval, runs, say, _meaning, busy=(EXIT_BUSY,))
 
     def on_signal(signum, frame):
         watcher.stop()

@@ -23,7 +23,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from pipeline import digests, faults
+from pipeline import digests, faults, file_modes
 
 CONFIG_FILE = "models.config"
 LOCK_FILE = ".serving.lock"
@@ -173,7 +173,7 @@ class ServingFolder:
         # A unique hidden name per writer, so two writers never share a half-written file; rename publishes.
         fd, partial = tempfile.mkstemp(dir=self.root, prefix=f".{CONFIG_FILE}.")
         try:
-            os.fchmod(fd, 0o644)  # a server running as another user must read it
+            os.fchmod(fd, file_modes.file_mode())  # mkstemp's 0600 would override the umask, which decides
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text_format.MessageToString(config))
                 handle.flush()
@@ -243,6 +243,8 @@ class ServingFolder:
                     _fsync(partial / relative)
                 faults.at(faults.PUSH_COPY)
                 for folder, _, _ in os.walk(partial, topdown=False):
+                    # copytree gives each folder its source's mode (the Trainer's, perhaps under another umask).
+                    os.chmod(folder, file_modes.folder_mode())
                     _fsync(Path(folder))
                 digest = saved_model_digest(partial)  # relative paths, so the rename leaves it valid
                 os.rename(partial, target)

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
+from pipeline import run_lock
 from pipeline.rerun import data_signature
 from pipeline.settings import find_spans
 
@@ -71,7 +71,9 @@ class Watcher:
 
     A span is complete when it has a `_SUCCESS` file, or when its files (names, sizes, modification
     times) have stayed the same for one interval. Runs are sequential, so two never overlap; a failed
-    run is reported and its span is not retried until its files change.
+    run is reported and its span is not retried until its files change. A run that exits with one of the
+    `busy` codes did not start (another process held the output folder), so its span is tried again at the
+    next look.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class Watcher:
         run_span: Callable[[int], int],
         say: Callable[[str], None] = print,
         describe: Callable[[int], str] = lambda code: "ok" if code == 0 else "failed",
+        busy: Collection[int] = (),
     ):
         self.data_root = data_root
         self.pattern = pattern
@@ -89,6 +92,7 @@ class Watcher:
         self.run_span = run_span
         self.say = say
         self.describe = describe
+        self.busy = frozenset(busy)
         self.stopping = False
         self._seen: dict[int, _Seen] = {}
         self._ran: dict[int, Signature] = {}  # the files each span had when this watcher last ran it
@@ -133,8 +137,11 @@ class Watcher:
         else:
             outcome = f"{self.describe(code)} (exit {code}, "
         seconds = time.monotonic() - started
-        after_stop = ", after the stop request" if self.stopping else ""
-        self.say(f"span {span}: {outcome}{format_duration(seconds)}){after_stop}")
+        tail = ", after the stop request" if self.stopping else ""
+        if code in self.busy:
+            del self._ran[span]  # it never ran, so this watcher has not run these files yet
+            tail += "; trying again at the next look"
+        self.say(f"span {span}: {outcome}{format_duration(seconds)}){tail}")
         return Run(span, code, seconds)
 
     def newest_complete(self) -> tuple[int, Signature, str] | None:
@@ -187,22 +194,15 @@ class AlreadyWatching(RuntimeError):
 def lock(output_root: Path) -> Iterator[None]:
     """Holds the output folder's watch lock, or raises AlreadyWatching.
 
-    An advisory flock, so the kernel releases it when the process ends however it ends. It keeps a
-    second watcher off the output folder; a `tfxp run` started by hand is not stopped by it.
+    An advisory flock (run_lock.exclusive), so the kernel releases it when the process ends however it ends.
+    It keeps a second watcher off the output folder; runs take the run lock themselves.
     """
-    path = output_root / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            stack.enter_context(run_lock.exclusive(output_root / LOCK_FILE, f"{os.getpid()}\n"))
+        except run_lock.Locked as locked:
+            holder = locked.note.strip() or "unknown"
             raise AlreadyWatching(f"another tfxp watch (pid {holder}) is watching for {output_root}") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
         yield
 
 
