@@ -97,7 +97,7 @@ def _become(argv: list[str], env: dict[str, str]) -> NoReturn:
 
 
 class _Commands(click.Group):
-    """Every command's one-line answer to an output folder whose ML Metadata store cannot be read."""
+    """Every command's one-line answers to an unreadable ML Metadata store and to Ctrl-C."""
 
     def invoke(self, ctx):
         from pipeline import integrity
@@ -106,6 +106,9 @@ class _Commands(click.Group):
             return super().invoke(ctx)
         except integrity.StoreError as error:
             _fail(str(error), EXIT_BAD_INPUT)
+        except KeyboardInterrupt:  # click would say "Aborted!" and exit 1, as if something had failed
+            Console(stderr=True, highlight=False).print("Interrupted.")
+            sys.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})

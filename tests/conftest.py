@@ -99,6 +99,13 @@ def finished_run(tmp_path) -> Path:
     return output
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """Files that start pipelines first, quick files last: with one file per worker at a time (`make test`),
+    the quick ones then fill the end instead of a long file starting when the others are nearly done."""
+    heavy = {item.path for item in items if item.get_closest_marker("pipeline")}
+    items.sort(key=lambda item: item.path not in heavy)  # stable: the order within each group is kept
+
+
 def pytest_sessionstart(session):
     """On Linux, adopts the processes the tests start once their parent dies, so the check at the end sees them.
 
