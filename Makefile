@@ -23,10 +23,12 @@ $(READY): requirements.lock setup.py
 run: $(READY) ## Run the whole pipeline on data/ and push a blessed model to outputs/serving/
 	$(VENV)/bin/tfxp run
 
-# Test files run side by side, one more at a time than there are CPUs: a pipeline test keeps a core about
-# 85% busy (measured: 50 CPU-minutes in 30 minutes on 2 cores), waiting on its `tfxp` child and the disk.
-TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(len(os.sched_getaffinity(0)) + 1)')
-PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile --durations=15
+# Test files run side by side, one per CPU (measured on 2 cores: a third worker made the suite 5 minutes
+# slower, its TensorFlow processes competing for the cores).
+TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(len(os.sched_getaffinity(0)))')
+# In collection order (conftest puts pipeline files first): xdist would otherwise start the files with most tests
+# first, and the one-test fault chains, the longest of all, last.
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 test: $(READY) ## Run the unit, end-to-end and fault-injection tests, test files side by side
 	$(VENV)/bin/python -m pytest $(PYTEST_PARALLEL) tests
