@@ -19,9 +19,6 @@ from pipeline.config import CONFIG_FILE
 from tests.datasets import PROJECT_ROOT
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# `make test` runs a test file per core, each starting TensorFlow processes: one intra-op thread each keeps
-# them from spinning against each other for the same cores. Inherited by every `tfxp` a test starts.
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 # Small but real: the Tuner runs one trial; the Trainer keeps its default 200 steps, which every
 # corner of the search space needs to classify penguins well.
