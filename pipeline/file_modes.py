@@ -57,3 +57,13 @@ def forbid_world_writes() -> None:
     """
     os.umask(umask() | WORLD_WRITABLE)
     umask.cache_clear()
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Writes `text` to `path` whole or not at all: a reader, or a crash, never sees half a file."""
+    partial = path.with_suffix(".partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -20,6 +20,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from pipeline import file_modes
 from pipeline.settings import METADATA_FILE
 
 FILES_RECORD = "artifact_files.json"
@@ -133,13 +134,7 @@ def note_files(output_root: Path) -> None:
     for key, uri in live.items():
         if key not in kept and os.path.exists(uri):
             kept[key] = {"uri": uri, "files": _files(uri)}
-    path = output_root / FILES_RECORD
-    partial = path.with_suffix(".partial")
-    try:
-        partial.write_text(json.dumps(kept, sort_keys=True), encoding="utf-8")
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    file_modes.write_whole(output_root / FILES_RECORD, json.dumps(kept, sort_keys=True))
 
 
 def mark_deleted(store, pipeline_name: str, damages: list[Damage]) -> None:

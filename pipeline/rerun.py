@@ -26,7 +26,7 @@ from pathlib import Path
 
 import models
 import pipeline
-from pipeline import digests, redaction
+from pipeline import digests, file_modes, redaction
 from pipeline.settings import Settings
 
 RECORD_FILE = "last_run.json"
@@ -213,7 +213,4 @@ def record(settings: Settings, report: dict, finished_at: str, taken: dict | Non
     recorded = RecordedRun(
         fingerprint(settings, taken), finished_at, report, taken["origin"], taken["beam_args"], taken["packages"]
     )
-    path = settings.paths.output_root / RECORD_FILE
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(dataclasses.asdict(recorded)), encoding="utf-8")
-    os.replace(partial, path)
+    file_modes.write_whole(settings.paths.output_root / RECORD_FILE, json.dumps(dataclasses.asdict(recorded)))

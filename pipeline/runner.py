@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pipeline import faults, redaction
+from pipeline import faults, file_modes, redaction
 from pipeline.settings import Settings
 
 # The launcher's own log lines (tfx/orchestration/local/local_dag_runner.py, portable/launcher.py).
@@ -127,9 +127,7 @@ def stage_schema(settings: Settings) -> Path:
     path = settings.imported_schema_file
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        partial.write_text(settings.imported_schema_text, encoding="utf-8")
-        partial.replace(path)
+        file_modes.write_whole(path, settings.imported_schema_text)
     return path
 
 
