@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from models import evaluation
 from models.features import Override, Problem
@@ -133,6 +134,47 @@ class CardConfig(_Section):
     limitations: str = ""
 
 
+REMOTE_URI = re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s]+(/\S*)?$")
+
+
+def _remote(uri: str) -> str:
+    """A URI a cluster's workers can read (gs://, s3://, hdfs://, ...), without a trailing slash; never a path on
+    this machine, which the workers do not have."""
+    if not REMOTE_URI.match(uri) or uri.startswith("file://"):
+        raise ValueError(f"{uri!r} is not a remote URI; a cluster reads and writes URIs such as gs://bucket/folder")
+    return uri.rstrip("/")
+
+
+RemoteUri = Annotated[str, AfterValidator(_remote)]
+
+
+class ClusterConfig(_Section):
+    """Where the pipeline runs when `tfxp compile` writes it for Vertex AI Pipelines or Kubeflow Pipelines: the
+    container image every task runs in, remote folders in place of the local ones, and Dataflow for Beam."""
+
+    image: str = Field(pattern=r"^[^\s:/][^\s]*$")  # built from this repository's Dockerfile and pushed to a registry
+    pipeline_root: RemoteUri  # every artifact, as <output>/pipeline holds them locally
+    data: RemoteUri  # the data folder's layout: files, or span-<N>/ folders
+    spans: bool = False  # the data folder holds span-<N>/ folders; each run reads the newest
+    serving: RemoteUri  # pushed models: <serving>/<model_name>/<version>/
+    runner: Literal["DataflowRunner", "DirectRunner"] = "DataflowRunner"  # DirectRunner: Beam inside each task
+    project: str | None = Field(None, min_length=1)  # the Google Cloud project Dataflow runs in
+    region: str | None = Field(None, min_length=1)  # where Dataflow runs, e.g. europe-west4
+    temp_location: RemoteUri | None = None  # Dataflow's scratch folder; default <pipeline_root>/_beam_temp
+    beam_args: list[str] = []  # more Beam arguments, e.g. "--machine_type=n2-standard-4", "--max_num_workers=8"
+
+    @pydantic.model_validator(mode="after")
+    def _dataflow_needs_a_place(self) -> ClusterConfig:
+        if self.runner == "DataflowRunner" and not (self.project and self.region):
+            raise ValueError('runner = "DataflowRunner" needs project and region (the Google Cloud project and region)')
+        return self
+
+    @property
+    def beam_temp(self) -> str:
+        """Dataflow's scratch folder."""
+        return self.temp_location or f"{self.pipeline_root}/_beam_temp"
+
+
 class Project(_Section):
     """Everything one project's `tfxp.toml` says."""
 
@@ -148,6 +190,7 @@ class Project(_Section):
     delivery: DeliveryConfig = DeliveryConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     card: CardConfig = CardConfig()
+    cluster: ClusterConfig | None = None  # only `tfxp compile` reads it; `tfxp run` runs here
 
 
 def _merge(raw: dict, overrides: dict[str, Any]) -> dict:

@@ -6,14 +6,14 @@ import dataclasses
 import hashlib
 import importlib.util
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from models import evaluation, features
-from pipeline.config import CONFIG_FILE, ConfigError, Project
+from pipeline.config import CONFIG_FILE, ClusterConfig, ConfigError, Project
 
 if TYPE_CHECKING:
     from pipeline.monitoring import Baseline
@@ -24,6 +24,7 @@ DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1"
 # as a 50 MB sdist in a new temp folder before every Beam component (1.4 s each, never deleted).
 DEPENDENCY_FLAGS = ("--setup_file", "--extra_package", "--requirements_file", "--sdk_container_image")
 SETUP_FILE = Path(__file__).resolve().parent.parent / "setup.py"  # this project's, in a source checkout
+IMAGE_PROJECT_DIR = PurePosixPath("/pipeline")  # where the Dockerfile puts this project in the container image
 
 
 def with_dependencies(beam_args: tuple[str, ...]) -> tuple[str, ...]:
@@ -33,9 +34,31 @@ def with_dependencies(beam_args: tuple[str, ...]) -> tuple[str, ...]:
     return (*beam_args, f"--setup_file={SETUP_FILE}")
 
 
+def cluster_beam_args(cluster: ClusterConfig) -> tuple[str, ...]:
+    """The Beam arguments of every Beam component on a cluster: Dataflow's place, and what its workers install.
+
+    Workers get this project from its setup.py in the image (`--setup_file`), and the lock's whole stack
+    (TensorFlow Transform, TFDV, TFMA, tfx-bsl, which setup.py does not list) by running in that same image
+    (`--sdk_container_image`; the Dockerfile adds Beam's worker boot program). No DirectRunner setting is carried
+    over from the local defaults.
+    """
+    if cluster.runner != "DataflowRunner":
+        return (f"--runner={cluster.runner}", *cluster.beam_args)
+    return (
+        f"--runner={cluster.runner}",
+        f"--project={cluster.project}",
+        f"--region={cluster.region}",
+        f"--temp_location={cluster.beam_temp}",
+        f"--setup_file={IMAGE_PROJECT_DIR / 'setup.py'}",
+        f"--sdk_container_image={cluster.image}",
+        *cluster.beam_args,
+    )
+
+
 SPAN_FOLDER = re.compile(r"^span-(\d+)$")
 METADATA_FILE = "metadata.sqlite"  # the ML Metadata store, in the output folder
 REPORT_FILE = "index.html"  # one per run, under <output>/report/<run id>/
+SCHEMA_FILE = "schema.pbtxt"  # the imported schema, staged under <digest of its content>/
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +124,7 @@ class Settings:
     card_code_digest: str = ""  # of the model card's gathering code: part of ModelCardGenerator's cache key
     data_files: tuple[str, ...] = ()  # what this run reads, relative to the data folder: the model card lists them
     drift_baseline: Baseline | None = None  # statistics this span is compared with (monitoring.drift_baseline)
+    cluster: ClusterConfig | None = None  # set by `tfxp compile`: the pipeline runs there, reading the URIs below
 
     @property
     def pipeline_name(self) -> str:
@@ -144,14 +168,49 @@ class Settings:
         return text_format.MessageToString(self.imported_schema)
 
     @property
+    def schema_digest(self) -> str:
+        """A short digest of `imported_schema_text`: the folder its staged copy is in."""
+        return hashlib.sha256(self.imported_schema_text.encode()).hexdigest()[:16]
+
+    @property
     def imported_schema_file(self) -> Path:
-        """Where the runner stages `imported_schema`, named by its content's digest.
+        """Where the runner stages `imported_schema` on this machine, named by its content's digest.
 
         ImportSchemaGen's cache key is the file's path, not its content, so an edited schema (or a
         changed exclusion) gets a new path and invalidates SchemaGen and everything after it.
         """
-        digest = hashlib.sha256(self.imported_schema_text.encode()).hexdigest()[:16]
-        return self.paths.output_root / "schema" / digest / "schema.pbtxt"
+        return self.paths.output_root / "schema" / self.schema_digest / SCHEMA_FILE
+
+    # Where the pipeline reads and writes, as the machine running it sees them: this one's folders, or on a
+    # cluster the [cluster] URIs (the schema staged under the pipeline root, named by its content as here).
+    @property
+    def pipeline_root_uri(self) -> str:
+        """TFX's pipeline root: every artifact."""
+        return self.cluster.pipeline_root if self.cluster else str(self.paths.pipeline_root)
+
+    @property
+    def data_uri(self) -> str:
+        """ExampleGen's input base: the data folder."""
+        return self.cluster.data if self.cluster else str(self.paths.data_root)
+
+    @property
+    def schema_uri(self) -> str:
+        """The curated schema ImportSchemaGen imports."""
+        if self.cluster:
+            return f"{self.cluster.pipeline_root}/_schema/{self.schema_digest}/{SCHEMA_FILE}"
+        return str(self.imported_schema_file)
+
+    @property
+    def serving_uri(self) -> str:
+        """The Pusher's destination: TF Serving's base path for this model, holding <version>/ folders."""
+        if self.cluster:
+            return f"{self.cluster.serving}/{self.model_name}"
+        return str(self.paths.serving_root / self.model_name)
+
+    @property
+    def reads_spans(self) -> bool:
+        """Whether the data folder holds span-<N>/ folders rather than files."""
+        return self.cluster.spans if self.cluster else bool(self.spans)
 
     @property
     def input_folder(self) -> Path:
@@ -264,6 +323,42 @@ def _check_writable(folder: Path) -> None:
         raise ConfigError(f"output folder {folder} is not writable: {error.strerror or error}") from None
 
 
+def _paths(project: Project, project_dir: Path, project_file: Path | None) -> Paths:
+    """The project's folders, resolved against its own folder."""
+    project_dir = project_dir.resolve()
+    return Paths(
+        project_dir=project_dir,
+        data_root=(project_dir / project.data.path).absolute(),
+        schema_file=(project_dir / project.schema_.path).absolute(),
+        output_root=(project_dir / project.output).absolute(),
+        project_file=(project_file or project_dir / CONFIG_FILE).absolute(),
+    )
+
+
+def _declared(project: Project, paths: Paths) -> dict:
+    """The schema, the declarations made from it, the gate and the code digests: what every run's settings hold,
+    wherever the run happens."""
+    schema = load_schema(paths.schema_file)
+    _check_columns_in_schema(project, schema, paths.schema_file)
+    try:
+        declarations = features.declare(
+            schema, project.label.column, project.label.problem, project.features.exclude, project.features.overrides
+        )
+    except ValueError as error:
+        raise ConfigError(f"{paths.schema_file}: {error}") from None
+    return dict(
+        project=project,
+        paths=paths,
+        schema=schema,
+        declarations=declarations,
+        gate=_gate(project, declarations.label.problem),
+        preprocessing_digest=source_digest(PREPROCESSING_MODULES),
+        model_code_digest=source_digest(MODEL_MODULES),
+        servability_code_digest=source_digest(SERVABILITY_MODULES),
+        card_code_digest=source_digest(CARD_MODULES),
+    )
+
+
 def resolve(
     project: Project,
     project_dir: Path,
@@ -276,50 +371,45 @@ def resolve(
 
     `project_file` is the file `project` was read from, when not `tfxp.toml` in `project_dir`.
     """
-    project_dir = project_dir.resolve()
-    paths = Paths(
-        project_dir=project_dir,
-        data_root=(project_dir / project.data.path).absolute(),
-        schema_file=(project_dir / project.schema_.path).absolute(),
-        output_root=(project_dir / project.output).absolute(),
-        project_file=(project_file or project_dir / CONFIG_FILE).absolute(),
-    )
+    paths = _paths(project, project_dir, project_file)
     data = paths.data_root
     if not data.is_dir():
         raise ConfigError(f"data folder {data} does not exist (set [data] path in the project file, or pass --data)")
-    check_inside_project(data, project, project_dir, "data folder")
+    check_inside_project(data, project, paths.project_dir, "data folder")
     spans = find_spans(data)
     if span is not None and span not in spans:
         present = ", ".join(map(str, spans)) or "none; the data folder holds files directly"
         raise ConfigError(f"--span {span}: there is no folder {data / f'span-{span}'} (spans present: {present})")
     if span is None and spans:
         span = spans[-1]
-    schema = load_schema(paths.schema_file)
-    _check_columns_in_schema(project, schema, paths.schema_file)
-    try:
-        declarations = features.declare(
-            schema, project.label.column, project.label.problem, project.features.exclude, project.features.overrides
-        )
-    except ValueError as error:
-        raise ConfigError(f"{paths.schema_file}: {error}") from None
-    gate = _gate(project, declarations.label.problem)
+    declared = _declared(project, paths)
     input_folder = data / f"span-{span}" if span is not None else data
     _check_writable(paths.output_root)
     return Settings(
-        project=project,
-        paths=paths,
-        schema=schema,
-        declarations=declarations,
-        gate=gate,
+        **declared,
         spans=spans,
         span=span,
         beam_args=with_dependencies(tuple(beam_args) or DEFAULT_BEAM_ARGS),
         enable_cache=enable_cache,
-        preprocessing_digest=source_digest(PREPROCESSING_MODULES),
-        model_code_digest=source_digest(MODEL_MODULES),
-        servability_code_digest=source_digest(SERVABILITY_MODULES),
-        card_code_digest=source_digest(CARD_MODULES),
         data_files=tuple(
             sorted(str(p.relative_to(data)) for p in input_folder.glob(project.data.file_pattern) if p.is_file())
         ),
     )
+
+
+def resolve_for_cluster(project: Project, project_dir: Path, project_file: Path | None = None) -> Settings:
+    """The settings of the pipeline as it runs on a cluster, from the project's `[cluster]` section.
+
+    The schema and declarations come from this machine's project folder; data, artifacts and pushed models are
+    the section's URIs, which this machine does not read. Each run there takes the newest span when the data has
+    spans, and the Beam components run on Dataflow (`cluster_beam_args`).
+    """
+    if project.cluster is None:
+        where = project_file or project_dir / CONFIG_FILE
+        raise ConfigError(
+            f"{where} has no [cluster] section; add one naming the image, pipeline_root, data, serving, project and "
+            "region (README: Running on a cluster)"
+        )
+    paths = _paths(project, project_dir, project_file)
+    _check_writable(paths.output_root)  # the schema to upload is staged there
+    return Settings(**_declared(project, paths), beam_args=cluster_beam_args(project.cluster), cluster=project.cluster)

@@ -36,6 +36,9 @@ from pipeline.settings import PREPROCESSING_FN, Settings
 SPLIT_BUCKETS = 100  # hash buckets ExampleGen divides between train and eval
 PREPROCESSING_DIGEST = "preprocessing_digest"  # Transform custom_config key
 TRAINING_MODULE = "models.training"  # run_fn and tuner_fn, by module path: finding it imports no TensorFlow
+RUN_FN = f"{TRAINING_MODULE}.run_fn"
+TUNER_FN = f"{TRAINING_MODULE}.tuner_fn"
+MODEL_CODE_DIGEST = "model_code_digest"  # Tuner and Trainer custom_config key on a cluster: their cache key
 
 
 def _module_file(module: str) -> str:
@@ -44,13 +47,52 @@ def _module_file(module: str) -> str:
     return importlib.util.find_spec(module).origin
 
 
+def _user_code(settings: Settings, function: str) -> tuple[dict, dict]:
+    """How the Tuner (`function` TUNER_FN) or the Trainer (RUN_FN) finds its user function, and what keys its cache.
+
+    Here, by the module's file: TFX packages its folder (models/) as a wheel, so an edit to any model module
+    re-keys their cache, and the run summary names the wheel. On a cluster TFX would build that wheel while
+    compiling, into the remote pipeline root, from this machine's file path; instead the function is named by
+    module path, imported from the package installed in the image, and the digest of models/ keys the cache.
+
+    Returns the component's arguments naming the code, and what to add to its custom_config.
+    """
+    if settings.cluster is None:
+        return {"module_file": _module_file(TRAINING_MODULE)}, {}
+    key = "tuner_fn" if function == TUNER_FN else "run_fn"
+    return {key: function}, {MODEL_CODE_DIGEST: settings.model_code_digest}
+
+
+def _baseline_resolver(settings: Settings, candidate: tfx.dsl.Channel) -> tfx.dsl.Resolver:
+    """The last blessed model, the bar a new model must clear.
+
+    Here, not this run's candidate (guards.PreviousBlessedModelStrategy): an unchanged rerun then finds the same
+    baseline as the run before and stays cached. The Kubeflow V2 compiler accepts only TFX's own strategies, so on
+    a cluster it is LatestBlessedModelStrategy, which after a push returns the candidate itself: the Evaluator,
+    the checks and the Pusher run again there, and the Pusher finds those files already serving and publishes
+    nothing (pipeline/pusher.py).
+    """
+    if settings.cluster is None:
+        return tfx.dsl.Resolver(
+            strategy_class=guards.PreviousBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+            candidate=candidate,
+        ).with_id(BASELINE_RESOLVER)
+    return tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id(BASELINE_RESOLVER)
+
+
 def _example_gen(settings: Settings):
     """The ExampleGen for the data's format, reading the newest span or the one asked for."""
     data = settings.project.data
-    pattern = data.file_pattern if not settings.spans else f"span-{{SPAN}}/{data.file_pattern}"
+    pattern = f"span-{{SPAN}}/{data.file_pattern}" if settings.reads_spans else data.file_pattern
     eval_buckets = max(1, round(settings.project.split.eval_fraction * SPLIT_BUCKETS))
     kwargs = dict(
-        input_base=str(settings.paths.data_root),
+        input_base=settings.data_uri,
         input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="all", pattern=pattern)]),
         output_config=tfx.proto.Output(
             split_config=tfx.proto.SplitConfig(
@@ -61,7 +103,7 @@ def _example_gen(settings: Settings):
             )
         ),
     )
-    if settings.spans:
+    if settings.span is not None:  # else TFX's driver takes the newest span
         kwargs["range_config"] = tfx.proto.RangeConfig(
             static_range=tfx.proto.StaticRange(start_span_number=settings.span, end_span_number=settings.span)
         )
@@ -121,7 +163,7 @@ def create_pipeline(
     settings: Settings, metadata_connection_config: metadata_store_pb2.ConnectionConfig
 ) -> tfx.dsl.Pipeline:
     """Wires ExampleGen → … → Pusher for `settings`; reads no files, globals or environment."""
-    paths, train = settings.paths, settings.project.training
+    train = settings.project.training
     declared = {features.CUSTOM_CONFIG_KEY: settings.declarations.to_json()}
 
     # Hash-split one batch (a span, or the whole folder) into train and eval tf.Examples.
@@ -132,7 +174,7 @@ def create_pipeline(
 
     # The curated schema: `tfxp init` inferred it, a person reviewed it.
     # Its path names its content, so an edit reaches every run (see Settings.imported_schema_file).
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=str(settings.imported_schema_file)).with_id(SCHEMA_GEN)
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=settings.schema_uri).with_id(SCHEMA_GEN)
 
     # Compare each split's statistics with the schema...
     example_validator = tfx.components.ExampleValidator(
@@ -181,38 +223,36 @@ def create_pipeline(
     tuner = None
     if train.tuner:
         # KerasTuner search over the space run_fn also uses; its best values feed the Trainer.
+        code, code_key = _user_code(settings, TUNER_FN)
         tuner = tfx.components.Tuner(
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
-            module_file=_module_file(TRAINING_MODULE),
             train_args=tfx.proto.TrainArgs(),  # the budget in custom_config says how long
             eval_args=tfx.proto.EvalArgs(),
+            **code,
             custom_config={
                 **declared,
+                **code_key,
                 features.TUNER_MAX_TRIALS: train.tuner_trials,
                 budget.CUSTOM_CONFIG_KEY: _budget(train, tuning=True).to_json(),
             },
         ).with_id(TUNER)
         hyperparameters = tuner.outputs["best_hyperparameters"]
 
+    code, code_key = _user_code(settings, RUN_FN)
     trainer = tfx.components.Trainer(
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         hyperparameters=hyperparameters,
-        module_file=_module_file(TRAINING_MODULE),
         train_args=tfx.proto.TrainArgs(),
         eval_args=tfx.proto.EvalArgs(),
-        custom_config={**declared, budget.CUSTOM_CONFIG_KEY: _budget(train).to_json()},
+        custom_config={**declared, **code_key, budget.CUSTOM_CONFIG_KEY: _budget(train).to_json()},
+        **code,
     ).with_id(TRAINER)
 
-    # The last blessed model that is not this run's candidate: the bar a new model must clear.
-    baseline_resolver = tfx.dsl.Resolver(
-        strategy_class=guards.PreviousBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-        candidate=trainer.outputs["model"],
-    ).with_id(BASELINE_RESOLVER)
+    # The last blessed model (here: that is not this run's candidate): the bar a new model must clear.
+    baseline_resolver = _baseline_resolver(settings, trainer.outputs["model"])
 
     # TFMA: the gate metric's bound, no regression against the baseline, per configured slice, and with
     # max_slice_gap no large enough slice too far behind overall (pipeline/evaluator.py: TFMA's cross-slice fix).
@@ -255,9 +295,7 @@ def create_pipeline(
         infra_blessing=servability_check.outputs["blessing"],
         model_card=card_generator.outputs["card"],
         push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=str(paths.serving_root / settings.model_name)
-            )
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=settings.serving_uri)
         ),
         custom_config={
             pusher.KEEP_VERSIONS: settings.project.delivery.keep_versions,
@@ -283,7 +321,7 @@ def create_pipeline(
     ]
     return tfx.dsl.Pipeline(
         pipeline_name=settings.pipeline_name,
-        pipeline_root=str(paths.pipeline_root),
+        pipeline_root=settings.pipeline_root_uri,
         components=components,
         enable_cache=settings.enable_cache,
         metadata_connection_config=metadata_connection_config,
