@@ -12,7 +12,8 @@ from pipeline import model_card
 class ModelCard(types.Artifact):
     """`model_card.json`: the facts of one model's card, rendered into each version the model is pushed as."""
 
-    TYPE_NAME = "ModelCard"
+    # Namespaced as the Kubeflow V2 compiler requires of a custom type (<namespace>.<Name>); MLMD shows this name.
+    TYPE_NAME = "tfxp.ModelCard"
 
 
 @component
