@@ -10,6 +10,7 @@ import shlex
 import shutil
 import signal
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -24,6 +25,7 @@ from models import features
 from models.features import Problem
 from pipeline import config, file_modes, nodes, run_lock, watch
 from pipeline import settings as settings_module
+from pipeline.kubeflow import DEFAULT_OUTPUT, KUBEFLOW, TARGETS, VERTEX
 
 if TYPE_CHECKING:  # init's module imports TFDV; the CLI loads it only when init runs
     from pipeline import monitoring, starter
@@ -536,6 +538,73 @@ def _failed(failure, settings: settings_module.Settings, err: Console) -> int:
             f"{type(failure.cause).__name__}: {escape(cause)}{escape(where)}"
         )
     return EXIT_FAILED
+
+
+@main.command(name="compile")
+@_config_option
+@click.option(
+    "--target",
+    type=click.Choice(TARGETS),
+    default=VERTEX,
+    show_default=True,
+    help="vertex: a PipelineJob JSON for Vertex AI Pipelines. kubeflow: the pipeline spec as IR YAML for Kubeflow "
+    "Pipelines.",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help=f"File to write. Default: {DEFAULT_OUTPUT[VERTEX]} (vertex) or {DEFAULT_OUTPUT[KUBEFLOW]} (kubeflow).",
+)
+def compile_spec(config_file, target, output):
+    """Compile the pipeline for a cluster from the project file's [cluster] section: a KFP v2 spec (TFX's
+    KubeflowV2DagRunner) whose tasks run in the [cluster] image, read and write its remote URIs, and run Beam on
+    Dataflow."""
+    try:
+        project = config.load_project(config_file)
+        settings = settings_module.resolve_for_cluster(
+            project, config_file.absolute().parent, project_file=config_file.absolute()
+        )
+    except config.ConfigError as error:
+        _fail(str(error), EXIT_BAD_INPUT)
+    path = output or Path(DEFAULT_OUTPUT[target])
+    if path.is_dir():
+        _fail(f"--output {path} is a folder; name the file to write", EXIT_BAD_INPUT)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter, before TFX imports it
+    warnings.simplefilter("ignore")
+    logging.getLogger("absl").setLevel(logging.ERROR)  # TFX logs each step of the compilation
+    from pipeline import kubeflow
+
+    started = time.monotonic()
+    try:
+        compiled = kubeflow.compile_pipeline(settings, target, path)
+    except OSError as error:
+        _fail(f"could not write {error.filename or path}: {error.strerror or error}", EXIT_FAILED)
+    except Exception as error:  # noqa: BLE001  (the compiler refusing a node must still read as one line)
+        _fail(f"TFX's Kubeflow V2 compiler refused the pipeline: {type(error).__name__}: {error}", EXIT_FAILED)
+    cluster = settings.cluster
+    where = "Vertex AI Pipelines" if target == VERTEX else "Kubeflow Pipelines"
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(
+        f"Wrote {escape(str(path))}: pipeline [bold]{escape(settings.pipeline_name)}[/] for {where}, "
+        f"{len(compiled.tasks)} tasks in image {escape(cluster.image)} ({time.monotonic() - started:.1f} s)."
+    )
+    reads = f"the newest span-<N>/ folder of {cluster.data}" if cluster.spans else cluster.data
+    beam = f" in project {cluster.project}, region {cluster.region}" if cluster.runner == "DataflowRunner" else ""
+    console.print(
+        f"It reads {escape(reads)}, pushes to {escape(settings.serving_uri)}, and runs Beam on {cluster.runner}"
+        f"{escape(beam)}."
+    )
+    console.print(
+        "Before its first run, and after any schema edit, upload the schema it imports (named by its content):\n"
+        f"  gcloud storage cp {escape(str(compiled.schema_file))} {escape(compiled.schema_uri)}"
+    )
+    if target == KUBEFLOW:
+        console.print(
+            "Kubeflow Pipelines' open-source backend does not run resolver tasks "
+            f"({escape(nodes.BASELINE_RESOLVER)}), so a run there stops at them; Vertex AI Pipelines runs them. "
+            "See the README's Running on a cluster."
+        )
 
 
 def _project_output(config_file: Path, output: Path | None) -> tuple[config.Project, Path]:
