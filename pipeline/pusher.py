@@ -50,8 +50,7 @@ class Executor(tfx_pusher.Executor):
         destination = proto_utils.json_to_proto(
             exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], pusher_pb2.PushDestination()
         )
-        base = Path(destination.filesystem.base_directory)
-        folder = serving.ServingFolder(base.parent, base.name)
+        base_directory = destination.filesystem.base_directory
         custom = json.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null") or {}
 
         if not self.CheckBlessing(input_dict):
@@ -64,6 +63,7 @@ class Executor(tfx_pusher.Executor):
             pushed.set_int_custom_property(AWAITING_APPROVAL, int(not (model_path.parent / REJECTED_FILE).exists()))
             return
         _check_unchanged(input_dict, model_path)
+        folder = serving_folder(base_directory)
         # A changed [delivery] setting re-keys this component's cache, so it may run again on a model it pushed.
         cards = input_dict.get(MODEL_CARD) or []
         facts = model_card.read_facts(cards[0].uri) if cards else None
@@ -80,6 +80,23 @@ class Executor(tfx_pusher.Executor):
         pushed.set_string_custom_property(REMOVED_VERSIONS, ",".join(map(str, push.removed)))
         pushed.set_int_custom_property(REUSED, int(push.reused))
         pushed.set_string_custom_property(serving.VERSION_DIGEST, push.digest)
+
+
+def serving_folder(base_directory: str) -> serving.ServingFolder:
+    """The serving folder of the push destination `<root>/<model_name>`, which must be a path on this machine.
+
+    ServingFolder publishes by an atomic rename under a file lock and compares digests by reading the versions'
+    files, all of which need a filesystem; an object store (gs://, s3://) has neither rename nor lock. A URI
+    would otherwise be taken for a relative folder ("gs:/bucket/...") inside the task's container and vanish with
+    it, recorded as pushed.
+    """
+    if "://" in base_directory:
+        raise serving.DeliveryError(
+            f"cannot publish to {base_directory}: the Pusher publishes to a filesystem path (atomic rename, file "
+            "lock), and a remote URI has neither; nothing was pushed"
+        )
+    base = Path(base_directory)
+    return serving.ServingFolder(base.parent, base.name)
 
 
 def _check_unchanged(input_dict, model_path: Path) -> None:
