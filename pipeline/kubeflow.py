@@ -11,8 +11,8 @@ What each target gets:
   `google.cloud.aiplatform.PipelineJob(template_path=...)` submits as it is;
 - kubeflow: the PipelineSpec inside it, as YAML: the "IR YAML" the KFP SDK client and dashboard upload. The
   open-source KFP v2 backend does not run resolver tasks ("resolver executors not implemented" in its Argo
-  compiler), and has no use for the ExampleGen driver hook TFX adds, so a run there stops at the baseline resolver
-  (README: Running on a cluster).
+  compiler), nor the pre-cache-check hook in which TFX runs ExampleGen's driver, so a run there stops at the
+  baseline resolver (README: Running on a cluster).
 """
 
 from __future__ import annotations
