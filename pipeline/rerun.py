@@ -126,7 +126,8 @@ def inputs(settings: Settings) -> dict:
         digest.update(path.read_bytes())
     return {
         "origin": origin(settings),
-        "project": settings.project.model_dump(mode="json", by_alias=True),
+        # [cluster] is where `tfxp compile`'s spec runs; nothing a run here does depends on it.
+        "project": settings.project.model_dump(mode="json", by_alias=True, exclude={"cluster"}),
         "span": settings.span,
         "beam_args": list(redaction.redact_args(settings.beam_args)),
         "schema": hashlib.sha256(settings.paths.schema_file.read_bytes()).hexdigest(),

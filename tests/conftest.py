@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Small but real: the Tuner runs one trial; the Trainer keeps its default 200 steps, which every
 # corner of the search space needs to classify penguins well.
 FAST_RUN_ARGS = ("--tuner-trials", "1")
+
+
+def documented_cluster_section() -> str:
+    """The example [cluster] section of the README's "Running on a cluster", as a user would copy it."""
+    section = (
+        (PROJECT_ROOT / "README.md")
+        .read_text(encoding="utf-8")
+        .split("\n## Running on a cluster\n", 1)[1]
+        .split("\n## ", 1)[0]
+    )
+    block = re.search(r"```toml\n(\[cluster\]\n.*?)```", section, re.S)
+    assert block, "the README's Running on a cluster section has no ```toml [cluster] example"
+    return block.group(1)
 
 
 @dataclasses.dataclass

@@ -27,19 +27,11 @@ from tfx.utils import import_utils
 import models
 import pipeline
 from pipeline import cli, config, kubeflow, nodes, pusher, serving, settings, wiring
+from tests.conftest import documented_cluster_section
 from tests.datasets import PROJECT_ROOT
 
-README = PROJECT_ROOT / "README.md"
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 LOCK = PROJECT_ROOT / "requirements.lock"
-
-
-def documented_cluster_section() -> str:
-    """The example [cluster] section of the README's "Running on a cluster", as a user would copy it."""
-    section = README.read_text(encoding="utf-8").split("\n## Running on a cluster\n", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```toml\n(\[cluster\]\n.*?)```", section, re.S)
-    assert block, "the README's Running on a cluster section has no ```toml [cluster] example"
-    return block.group(1)
 
 
 @dataclasses.dataclass(frozen=True)

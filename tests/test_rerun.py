@@ -21,7 +21,7 @@ from tfx.utils import io_utils, proto_utils
 
 from pipeline import config, faults, lineage, nodes, rerun, runner, settings, table_example_gen
 from pipeline.wiring import PREPROCESSING_DIGEST, create_pipeline
-from tests.conftest import FAST_RUN_ARGS, run_tfxp
+from tests.conftest import FAST_RUN_ARGS, documented_cluster_section, run_tfxp
 from tests.datasets import PROJECT_ROOT
 
 REPORT = {"blessed": True, "pushed": True}
@@ -99,6 +99,14 @@ def test_any_input_change_means_a_real_run(project, change):
         (project / "outputs" / "serving" / "penguins" / "123").mkdir(parents=True)
     overrides = {"training.train_steps": 300} if change == "setting" else {}
     assert rerun.unchanged_since(_settings(project, **overrides)) is None
+
+
+def test_a_cluster_section_changes_nothing_a_run_here_depends_on(project):
+    rerun.record(_settings(project), REPORT, "then")
+    project_file = project / config.CONFIG_FILE
+    project_file.write_text(project_file.read_text() + "\n" + documented_cluster_section())
+    assert _settings(project).project.cluster is not None
+    assert rerun.unchanged_since(_settings(project)) is not None
 
 
 def test_no_record_or_a_damaged_one_means_a_real_run(project):
