@@ -39,7 +39,6 @@ class Compiled:
     """A written spec, and what the user must do before a run can read it."""
 
     path: Path
-    spec: dict  # as written: the PipelineJob (vertex) or the PipelineSpec (kubeflow)
     tasks: tuple[str, ...]  # the root DAG's task names
     schema_file: Path  # the staged schema on this machine...
     schema_uri: str  # ...and where the pipeline reads it
@@ -67,12 +66,11 @@ def compile_pipeline(settings: Settings, target: str, path: Path) -> Compiled:
     from pipeline.runner import stage_schema
 
     job = pipeline_job(settings)
-    spec = job if target == VERTEX else job["pipelineSpec"]
     if target == VERTEX:
-        text = json.dumps(spec, indent=2, sort_keys=True) + "\n"
+        text = json.dumps(job, indent=2, sort_keys=True) + "\n"
     else:
-        text = yaml.safe_dump(spec, sort_keys=True, width=120)
+        text = yaml.safe_dump(job["pipelineSpec"], sort_keys=True, width=120)
     path.parent.mkdir(parents=True, exist_ok=True)
     file_modes.write_whole(path, text)
     tasks = tuple(sorted(job["pipelineSpec"]["root"]["dag"]["tasks"]))
-    return Compiled(path, spec, tasks, stage_schema(settings), settings.schema_uri)
+    return Compiled(path, tasks, stage_schema(settings), settings.schema_uri)
