@@ -4,6 +4,8 @@ pipeline runs in temporary folders. Tests marked `pipeline` start a TFX pipeline
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import json
 import os
 import re
 import shutil
@@ -21,9 +23,11 @@ from tests.datasets import PROJECT_ROOT
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Small but real: the Tuner runs one trial; the Trainer keeps its default 200 steps, which every
-# corner of the search space needs to classify penguins well.
-FAST_RUN_ARGS = ("--tuner-trials", "1")
+# Small but real. Most tests leave the Tuner out (its trial is about 7 s of every cold run) and train the default
+# hyperparameters; tests of the whole DAG run it with one trial. The Trainer keeps its default 200 steps, which
+# every corner of the search space needs to classify penguins well.
+FAST_RUN_ARGS = ("--no-tuner",)
+FULL_RUN_ARGS = ("--tuner-trials", "1")
 
 
 def documented_cluster_section() -> str:
@@ -91,18 +95,32 @@ class TwoRuns:
     second: CliResult
 
 
-def cold_run(output: Path, *args: str) -> CliResult:
+def cold_run(output: Path, *args: str, run_args: tuple[str, ...] = FAST_RUN_ARGS) -> CliResult:
     """One `tfxp run` of the default project into `output`, which must succeed."""
-    result = run_tfxp("run", "--output", str(output), *FAST_RUN_ARGS, *args)
+    result = run_tfxp("run", "--output", str(output), *run_args, *args)
     assert result.code == 0, f"run failed:\n{result.stdout}\n{result.stderr}"
     return result
 
 
 @pytest.fixture(scope="session")
-def two_runs(tmp_path_factory) -> TwoRuns:
-    """The whole pipeline on the default data, run twice; shared, so tests only read it."""
-    output = tmp_path_factory.mktemp("e2e") / "outputs"
-    return TwoRuns(output, cold_run(output), cold_run(output))
+def two_runs(tmp_path_factory, worker_id) -> TwoRuns:
+    """The whole pipeline (Tuner included) on the default data, run twice; shared, so tests only read it.
+
+    Made once per session: under xdist, the first worker to need it makes it in the session's common folder
+    while any other waits, and the rest read what it recorded.
+    """
+    if worker_id == "master":  # no xdist: this process is the session
+        output = tmp_path_factory.mktemp("e2e") / "outputs"
+        return TwoRuns(output, cold_run(output, run_args=FULL_RUN_ARGS), cold_run(output, run_args=FULL_RUN_ARGS))
+    common = tmp_path_factory.getbasetemp().parent  # pytest-N/, which holds each worker's popen-gwK/
+    output, record = common / "e2e" / "outputs", common / "e2e.json"
+    with open(common / "e2e.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the worker dies
+        if not record.exists():
+            runs = [cold_run(output, run_args=FULL_RUN_ARGS) for _ in range(2)]
+            record.write_text(json.dumps([dataclasses.asdict(r) for r in runs]))
+    first, second = (CliResult(**r) for r in json.loads(record.read_text()))
+    return TwoRuns(output, first, second)
 
 
 @pytest.fixture

@@ -215,28 +215,24 @@ def test_tfxp_models_flags_a_version_changed_on_disk_and_exits_4_when_it_serves(
 
 
 @pytest.mark.pipeline
-def test_every_check_keeps_the_digest_of_the_model_and_tfxp_models_verifies_the_pushed_one(finished_run):
+def test_every_check_keeps_the_digest_of_the_model_and_tfxp_models_verifies_the_pushed_one(two_runs):
     """The Evaluator's blessing holds the digest of the model it evaluated, the servability check checked those
     files, and the Pusher recorded the published version's digest, model card included, which `tfxp models` finds
-    unchanged until a file in the version is edited."""
-    run = _first_run(finished_run)
+    unchanged."""
+    run = _first_run(two_runs.output)
     trained = Path(run[nodes.TRAINER].output("model").uri) / "Format-Serving"
     evaluated = lineage.custom_property(run[nodes.EVALUATOR].output("blessing"), serving.MODEL_DIGEST)
     assert evaluated == serving.saved_model_digest(trained)
     assert lineage.custom_property(run[nodes.SERVABILITY_CHECK].output("blessing"), "blessed") == 1
-    [version] = _folder(finished_run).versions()
-    published = _folder(finished_run).version_dir(version)
+    [version] = _folder(two_runs.output).versions()
+    published = _folder(two_runs.output).version_dir(version)
     assert (published / "assets.extra" / "model_card.md").is_file()
     recorded = lineage.custom_property(run[nodes.PUSHER].output("pushed_model"), serving.VERSION_DIGEST)
     assert recorded == serving.saved_model_digest(published)
 
-    listed = run_tfxp("models", "--output", str(finished_run))
+    listed = run_tfxp("models", "--output", str(two_runs.output))
     assert listed.code == 0 and "complete" in _row(listed.stdout, version), listed.stdout + listed.stderr
-    card = published / "assets.extra" / "model_card.md"
-    card.write_text(card.read_text().replace("penguins", "pengwins"))  # an edit after the push
-    tampered = run_tfxp("models", "--output", str(finished_run))
-    assert tampered.code == cli.EXIT_NOT_SERVABLE
-    assert registry.CHANGED_ON_DISK in _row(tampered.stdout, version) and "Traceback" not in tampered.stderr
+    # An edit after the push is flagged: test_tfxp_models_flags_a_version_changed_on_disk_and_exits_4_when_it_serves.
 
 
 def test_models_and_rollback_without_runs_say_what_to_do(tmp_path):

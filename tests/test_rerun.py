@@ -306,9 +306,9 @@ def test_data_replaced_with_the_same_size_and_mtime_re_executes_example_gen(proj
     first = run_tfxp(*args)
     assert first.code == 0, first.stderr
     swap_labels_keeping_size_and_mtime(project / "data" / "penguins.csv")
-    # Stopped once the Tuner has run: what follows it is not in question, and costs a minute of CPU.
-    second = run_tfxp(*args, env={faults.ENV: f"{nodes.TUNER}:raise"})
-    assert second.code == 1 and "Tuner failed: InjectedFault" in second.stderr, second.stderr
+    # Stopped once the Trainer has run: what follows it is not in question, and costs half a minute of CPU.
+    second = run_tfxp(*args, env={faults.ENV: f"{nodes.TRAINER}:raise"})
+    assert second.code == 1 and "Trainer failed: InjectedFault" in second.stderr, second.stderr
     assert "Nothing changed" not in second.stdout
     store = lineage.open_store(project / "outputs")
     before, after = (lineage.run_executions(store, run) for run in lineage.pipeline_runs(store))

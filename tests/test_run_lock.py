@@ -250,7 +250,7 @@ def test_a_sigkilled_runs_lock_is_taken_over_by_the_next_run_which_finishes(proj
             assert time.monotonic() < deadline, "the run never wrote its run lock"
             time.sleep(0.05)
         assert holder.pid == killed.pid
-        assert holder.command.endswith(f"run --config {project / CONFIG_FILE} --output {output} --tuner-trials 1")
+        assert holder.command.endswith(f"run --config {project / CONFIG_FILE} --output {output} --no-tuner")
         killed.kill()
         killed.wait()
     finally:
@@ -303,7 +303,9 @@ def test_two_runs_started_at_the_same_moment_ten_times_one_runs_and_the_store_st
             runs += 1
             assert len(lineage.pipeline_runs(lineage.open_store(output))) == runs
         else:
-            assert winner.code == cli.EXIT_INTERRUPTED, f"round {round_}: {winner}"
+            # Interrupted while an extension runs Python code for its import, CPython ends the process by SIGINT
+            # even after `tfxp` caught it and chose 130; a shell reports both as 130.
+            assert winner.code in (cli.EXIT_INTERRUPTED, -signal.SIGINT), f"round {round_}: {winner}"
     connection = sqlite3.connect(output / METADATA_FILE)
     try:
         assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

@@ -19,7 +19,7 @@ from models import evaluation
 from pipeline import cli, config, history, lineage, monitoring, nodes, report, run_report, splits
 from pipeline import settings as settings_module
 from tests import mlmd_records
-from tests.conftest import CliResult, cold_run, run_tfxp
+from tests.conftest import CliResult, run_tfxp
 from tests.datasets import PROJECT_ROOT
 
 CHROMIUM = shutil.which("chromium")
@@ -48,12 +48,11 @@ class ReportedRun:
 
 
 @pytest.fixture(scope="module")
-def reported_run(tmp_path_factory) -> ReportedRun:
-    """One cold run of the default project; the report it wrote is read, never changed, by the tests."""
-    output = tmp_path_factory.mktemp("report") / "outputs"
-    result = cold_run(output)
+def reported_run(two_runs) -> ReportedRun:
+    """The cold run of the shared default-project runs; the report it wrote is read, never changed, by the tests."""
+    output = two_runs.output
     run_id = lineage.pipeline_runs(lineage.open_store(output))[-1].id
-    return ReportedRun(output, result, run_id, run_report.report_path(_settings(output), run_id))
+    return ReportedRun(output, two_runs.first, run_id, run_report.report_path(_settings(output), run_id))
 
 
 @pytest.mark.pipeline

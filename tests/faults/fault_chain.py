@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline import faults, lineage, nodes
 from pipeline.rerun import RECORD_FILE
 from pipeline.serving import ServingFolder
-from tests.conftest import FAST_RUN_ARGS, run_tfxp
+from tests.conftest import FULL_RUN_ARGS, run_tfxp
 
 # Every component of the default DAG in the order LocalDagRunner runs them, with the push's midpoint
 # (`push-copy`: the version copied into its hidden folder, not yet renamed into place) before the
@@ -123,7 +123,7 @@ def every_place_resumes_and_the_model_is_pushed_once(output: Path, fault: str) -
     matrix = []
     try:
         for index, place in enumerate(PLACES):
-            result = run_tfxp("run", "--output", str(output), *FAST_RUN_ARGS, env={faults.ENV: f"{place}:{fault}"})
+            result = run_tfxp("run", "--output", str(output), *FULL_RUN_ARGS, env={faults.ENV: f"{place}:{fault}"})
             seen = f"{place}:{fault}\n{result.stdout}\n{result.stderr}"
             if fault == "raise":
                 assert result.code == 1, seen
@@ -143,7 +143,7 @@ def every_place_resumes_and_the_model_is_pushed_once(output: Path, fault: str) -
             assert _consumed_from_unfinished(output) == [], seen
             matrix.append(place)
 
-        final = run_tfxp("run", "--output", str(output), *FAST_RUN_ARGS)
+        final = run_tfxp("run", "--output", str(output), *FULL_RUN_ARGS)
         assert final.code == 0, f"{final.stdout}\n{final.stderr}"
         states = _states(output)
         assert states[nodes.PUSHER] == "COMPLETE"
@@ -151,7 +151,7 @@ def every_place_resumes_and_the_model_is_pushed_once(output: Path, fault: str) -
             n: "CACHED" for n in map(_node, PLACES[:-2])
         }
         assert (output / RECORD_FILE).is_file()
-        again = run_tfxp("run", "--output", str(output), *FAST_RUN_ARGS)
+        again = run_tfxp("run", "--output", str(output), *FULL_RUN_ARGS)
         assert again.code == 0 and "Nothing changed since the run" in again.stdout, again.stdout
     finally:
         poller.stop()
