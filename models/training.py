@@ -160,11 +160,11 @@ def plan_for(fn_args: tfx.components.FnArgs, replicas: int) -> budget.Schedule:
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Trains with the Tuner's best hyperparameters (or the defaults) and exports for serving."""
+    strategy = distribution.choose_strategy(distribution.from_custom_config(fn_args.custom_config))  # first: see there
     network.skip_autograph_for_keras()
     reproducible()
     declarations = features.from_custom_config(fn_args.custom_config)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    strategy = distribution.choose_strategy()
     hp = hyperparameters.resolve(fn_args.hyperparameters)
     plan = plan_for(fn_args, strategy.num_replicas_in_sync)
     logging.info("Training with hyperparameters %s, global batch %d", hp.values, plan.batch_size)
