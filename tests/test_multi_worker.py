@@ -1,7 +1,7 @@
 """Multi-worker training: `run_fn` under MultiWorkerMirroredStrategy, a chief and a worker on loopback, each
 running TFX's Trainer executor on the same folders as Vertex AI's replicas do, against one process training alike.
 
-About 45 s on 2 cores (three TensorFlow processes and a Transform), hence `slow`; tests/multi_worker_task.py has
+43 to 54 s on 2 cores (three TensorFlow processes and a Transform), hence `slow`; tests/multi_worker_task.py has
 the processes."""
 
 from __future__ import annotations
