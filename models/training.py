@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import keras_tuner
 import numpy as np
@@ -61,7 +62,8 @@ def make_dataset(
         shuffle_buffer_size=max(1, shuffle_rows),
         shuffle_seed=SEED,
     )
-    return data_accessor.tf_dataset_factory(file_pattern, options, tft_output.transformed_metadata.schema).repeat()
+    dataset = data_accessor.tf_dataset_factory(file_pattern, options, tft_output.transformed_metadata.schema)
+    return distribution.shard_by_batch(dataset.repeat())
 
 
 def model_inputs(declarations: Declarations, tft_output: tft.TFTransformOutput) -> list[encodings.ModelInput]:
@@ -92,7 +94,8 @@ class StopAfter(keras.callbacks.Callback):
         self._deadline = time.monotonic() + self.seconds
 
     def on_train_batch_end(self, batch, logs=None):
-        if time.monotonic() > self._deadline:
+        late = time.monotonic() > self._deadline
+        if distribution.on_any_worker(self.model.distribute_strategy, late):  # every worker stops at the same step
             self.model.stop_training = self.stopped_early = True
 
 
@@ -132,8 +135,10 @@ def fit(
     eval_data: tf.data.Dataset,
     plan: budget.Schedule,
     log_dir: str,
+    backups: Sequence[keras.callbacks.Callback] = (),
 ) -> keras.Model:
-    """Builds the model under `strategy` and trains it as `plan` says, logging curves to TensorBoard."""
+    """Builds the model under `strategy` and trains it as `plan` says, logging curves to TensorBoard;
+    `backups`: `distribution.backup_callbacks`."""
     scale = target_scale(label, train_data, plan.batch_size)
     with strategy.scope():
         model = network.build_model(hp, inputs, label, scale)
@@ -143,7 +148,11 @@ def fit(
         steps_per_epoch=plan.steps_per_epoch,
         validation_data=eval_data,
         validation_steps=plan.validation_steps,
-        callbacks=[keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"), *callbacks(plan, label)],
+        callbacks=[
+            *backups,
+            keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"),
+            *callbacks(plan, label),
+        ],
         verbose=0,
     )
     logging.info("Trained %d of at most %d epochs of %d steps", len(history.epoch), plan.epochs, plan.steps_per_epoch)
@@ -159,29 +168,34 @@ def plan_for(fn_args: tfx.components.FnArgs, replicas: int) -> budget.Schedule:
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    """Trains with the Tuner's best hyperparameters (or the defaults) and exports for serving."""
+    """Trains with the Tuner's best hyperparameters (or the defaults) and exports for serving; in a multi-worker
+    cluster, every worker trains and only the chief's model and logs land in the Trainer's folders."""
+    strategy = distribution.choose_strategy(distribution.from_custom_config(fn_args.custom_config))  # first: see there
     network.skip_autograph_for_keras()
     reproducible()
     declarations = features.from_custom_config(fn_args.custom_config)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    strategy = distribution.choose_strategy()
     hp = hyperparameters.resolve(fn_args.hyperparameters)
     plan = plan_for(fn_args, strategy.num_replicas_in_sync)
     logging.info("Training with hyperparameters %s, global batch %d", hp.values, plan.batch_size)
     label = declarations.label
-    model = fit(
-        strategy,
-        hp,
-        model_inputs(declarations, tft_output),
-        label,
-        make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, label, plan.batch_size, plan.train_rows),
-        make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, label, plan.batch_size),
-        plan,
-        fn_args.model_run_dir,
-    )
-    model.summary(print_fn=logging.info)
-    exported = signatures.make_signatures(model, tft_output, declarations)
-    model.save(fn_args.serving_model_dir, save_format="tf", signatures=exported)
+    with distribution.chief_writes(strategy, fn_args.serving_model_dir, fn_args.model_run_dir) as (serving, logs):
+        model = fit(
+            strategy,
+            hp,
+            model_inputs(declarations, tft_output),
+            label,
+            make_dataset(
+                fn_args.train_files, fn_args.data_accessor, tft_output, label, plan.batch_size, plan.train_rows
+            ),
+            make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, label, plan.batch_size),
+            plan,
+            logs,
+            distribution.backup_callbacks(strategy, fn_args.model_run_dir),
+        )
+        model.summary(print_fn=logging.info)
+        model.save(serving, save_format="tf", signatures=signatures.make_signatures(model, tft_output, declarations))
+    distribution.wait_for_every_worker(strategy)
 
 
 def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:

@@ -11,6 +11,7 @@ import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from models import evaluation
+from models.distribution import Strategy
 from models.features import Override, Problem
 
 CONFIG_FILE = "tfxp.toml"
@@ -93,6 +94,7 @@ class TrainingConfig(_Section):
     tuner: bool = True
     tuner_trials: int = Field(3, ge=1)
     tuner_epochs: int = Field(10, ge=1)  # per trial, with the same early stopping; max_minutes is shared out
+    strategy: Strategy = Strategy.AUTO  # how the final training is spread over devices and machines
 
 
 class DeliveryConfig(_Section):

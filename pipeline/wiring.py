@@ -10,7 +10,7 @@ from tfx import v1 as tfx
 from tfx.components.distribution_validator.component import DistributionValidator  # not in tfx.v1 yet
 from tfx.dsl.components.base import executor_spec
 
-from models import budget, evaluation, features
+from models import budget, distribution, evaluation, features
 from pipeline import drift, evaluator, guards, model_card_generator, pusher, servability, table_example_gen
 from pipeline.config import TrainingConfig
 from pipeline.nodes import (
@@ -247,7 +247,12 @@ def create_pipeline(
         hyperparameters=hyperparameters,
         train_args=tfx.proto.TrainArgs(),
         eval_args=tfx.proto.EvalArgs(),
-        custom_config={**declared, **code_key, budget.CUSTOM_CONFIG_KEY: _budget(train).to_json()},
+        custom_config={
+            **declared,
+            **code_key,
+            budget.CUSTOM_CONFIG_KEY: _budget(train).to_json(),
+            distribution.CUSTOM_CONFIG_KEY: train.strategy.value,  # part of the cache key: it changes the model
+        },
         **code,
     ).with_id(TRAINER)
 

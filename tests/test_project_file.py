@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 from ml_metadata.proto import metadata_store_pb2
 from tfx.components import ImportExampleGen
 
+from models import distribution
+from models.distribution import Strategy
 from models.features import Problem
 from pipeline import config, nodes, preflight, settings, table_example_gen
 from pipeline.wiring import create_pipeline
@@ -64,6 +67,10 @@ def test_flags_override_the_file(project):
             MINIMAL + "\n[monitoring.thresholds]\nisland = 2\n",
             "threshold for 'island' must be greater than 0 and at most 1",
         ),
+        (
+            MINIMAL + '\n[training]\nstrategy = "horovod"\n',
+            "[training] strategy: Input should be 'auto', 'mirrored' or 'multi_worker'",
+        ),
     ],
 )
 def test_bad_project_files_are_one_line_naming_the_setting(project, text, message):
@@ -89,6 +96,17 @@ def test_settings_that_contradict_the_schema_are_refused(project, extra, message
     with pytest.raises(config.ConfigError) as error:
         settings.resolve(_load(project), project)
     assert (message or "a binary label needs exactly 2 classes") in str(error.value)
+
+
+@pytest.mark.parametrize("written, strategy", [(None, Strategy.AUTO), *((s.value, s) for s in Strategy)])
+def test_the_training_strategy_reaches_the_trainer(project, written, strategy):
+    if written is not None:
+        (project / config.CONFIG_FILE).write_text(MINIMAL + f'\n[training]\nstrategy = "{written}"\n')
+    loaded = _load(project)
+    assert loaded.training.strategy is strategy
+    trainer = _components(settings.resolve(loaded, project))[nodes.TRAINER]
+    custom_config = json.loads(trainer.exec_properties["custom_config"])
+    assert distribution.from_custom_config(custom_config) is strategy  # what run_fn reads back
 
 
 def test_spans_default_to_the_newest_and_a_missing_span_is_named(project):

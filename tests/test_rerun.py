@@ -19,6 +19,7 @@ from tfx.components.example_gen import utils as example_gen_utils
 from tfx.proto import example_gen_pb2
 from tfx.utils import io_utils, proto_utils
 
+from models import distribution
 from pipeline import config, faults, lineage, nodes, rerun, runner, settings, table_example_gen
 from pipeline.wiring import PREPROCESSING_DIGEST, create_pipeline
 from tests.conftest import FAST_RUN_ARGS, documented_cluster_section, run_tfxp
@@ -107,6 +108,23 @@ def test_a_cluster_section_changes_nothing_a_run_here_depends_on(project):
     project_file.write_text(project_file.read_text() + "\n" + documented_cluster_section())
     assert _settings(project).project.cluster is not None
     assert rerun.unchanged_since(_settings(project)) is not None
+
+
+def test_another_training_strategy_means_a_real_run_and_retrains(project):
+    """The strategy changes the model (the global batch grows with the replicas), so both the unchanged-run record
+    and TFX's cache key (the Trainer's custom_config) must tell it apart."""
+    rerun.record(_settings(project), REPORT, "then")
+    assert rerun.unchanged_since(_settings(project)) is not None
+    trainers = {}
+    for strategy in distribution.Strategy:
+        changed = _settings(project, **{"training.strategy": strategy.value})
+        if strategy is distribution.Strategy.AUTO:  # the default, written out: the recorded run's own setting
+            assert rerun.unchanged_since(changed) is not None
+        else:
+            assert rerun.unchanged_since(changed) is None
+            assert rerun.fingerprint(changed) != rerun.fingerprint(_settings(project))
+        trainers[strategy] = _components(changed)[nodes.TRAINER].exec_properties["custom_config"]
+    assert len(set(trainers.values())) == len(distribution.Strategy)
 
 
 def test_no_record_or_a_damaged_one_means_a_real_run(project):
