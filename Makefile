@@ -16,8 +16,7 @@ $(READY): requirements.lock setup.py
 		{ echo "Error: $(PYTHON) must be CPython 3.11 (TFX 1.16's compiled wheels); set PYTHON=python3.11"; exit 1; }
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing the pinned TFX stack into $(VENV) (a few minutes the first time)..."
-	@# --no-compile: Python compiles the modules it imports on first import, not all of the stack's (206 s -> 157 s here)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-compile --ignore-requires-python -r requirements.lock
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python -r requirements.lock
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --use-pep517 -e .
 	@touch $(READY)
 
