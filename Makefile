@@ -17,7 +17,7 @@ $(READY): requirements.lock setup.py
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing the pinned TFX stack into $(VENV) (a few minutes the first time)..."
 	@# pip compiles the bytecode (not --no-compile): where PYTHONDONTWRITEBYTECODE is set, as in CI here, nothing else
-	@# would, and every process would compile TensorFlow and TFX from source (a 33-minute make test took over 45)
+	@# would, and every process would compile TensorFlow and TFX from source again (make test was far slower)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python -r requirements.lock
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --use-pep517 -e .
 	@touch $(READY)
