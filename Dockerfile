@@ -12,6 +12,12 @@ COPY --from=apache/beam_python3.11_sdk:2.59.0 /opt/apache/beam /opt/apache/beam
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 
+# tf.keras is Keras 2 (tf_keras) in every process of the image. models/__init__.py sets this only in a process
+# that imports `models` before TensorFlow, and Beam's workers unpickle TFMA's DoFns without ever importing it:
+# the Evaluator's workers then load the SavedModel with Keras 3 and fail ("File format not supported"), as
+# Beam's portable runner showed here (README: Beam's portable runner, tried here).
+ENV TF_USE_LEGACY_KERAS=1
+
 # tfxp compile's --setup_file points here (pipeline/settings.py: IMAGE_PROJECT_DIR).
 WORKDIR /pipeline
 
