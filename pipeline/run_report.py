@@ -346,10 +346,10 @@ def _gate_threshold(evaluator: lineage.NodeExecution, gate: evaluation.Metric) -
 
 def _evaluation(executions: dict[str, lineage.NodeExecution], settings: Settings) -> Evaluation | None:
     """The gate metric per slice against its threshold and the baseline, every metric, and TFMA's plot."""
-    if nodes.EVALUATOR not in executions:
+    evaluator = executions.get(nodes.EVALUATOR)
+    artifact = evaluator.output("evaluation") if evaluator is not None else None
+    if artifact is None:  # not run, or failed before TFX recorded an evaluation
         return None
-    evaluator = executions[nodes.EVALUATOR]
-    artifact = evaluator.output("evaluation")
     problem = settings.declarations.label.problem
     reported = evaluation.reported_metrics(problem)
     slices, changes = report.read_metrics(artifact.uri, reported)

@@ -281,6 +281,28 @@ def test_a_run_stopped_by_anomalies_reports_its_data_and_says_where_it_stopped(t
     assert "nothing was pushed" in sections["serving"]
 
 
+def test_a_run_whose_evaluator_failed_before_writing_anything_still_gets_its_report(tmp_path):
+    """An Evaluator that raised before TFX recorded an output (TFMA failing to load the model, say)."""
+    settings = _settings(tmp_path / "outputs")
+    store = lineage.open_store(settings.paths.output_root)
+    run = mlmd_records.new_run(store, "run-1")
+    mlmd_records.execute(store, run, nodes.EXAMPLE_GEN, "COMPLETE")
+    statistics = _split_artifact(
+        store,
+        monitoring.STATISTICS,
+        tmp_path / "statistics",
+        {split: (splits.STATISTICS_FILE, _statistics()) for split in ("train", "eval")},
+    )
+    mlmd_records.execute(store, run, nodes.STATISTICS_GEN, "COMPLETE", outputs={"statistics": statistics})
+    mlmd_records.execute(store, run, nodes.EVALUATOR, "FAILED")
+
+    path = run_report.write_report(settings, run.id, (cli.EXIT_FAILED, cli.EXIT_MEANINGS[cli.EXIT_FAILED]))
+
+    sections = _sections(path.read_text())
+    assert "The run stopped at Evaluator" in sections["run"]
+    assert "nothing was pushed" in sections["serving"]
+
+
 def test_an_unknown_run_is_refused(tmp_path):
     settings = _settings(tmp_path / "outputs")
     with pytest.raises(run_report.UnknownRun, match="no run 5 in"):
