@@ -42,8 +42,8 @@ WHY = {
     nodes.EXAMPLE_GEN: "converts every row to a tf.Example, hash-splits and writes gzipped TFRecords, one "
     "Python element per row through Beam",
     nodes.STATISTICS_GEN: "TFDV computes full statistics (quantiles, histograms, top-k) per feature and split",
-    nodes.TRANSFORM: "TFT runs an analysis pass and a transform pass as Beam pipelines, traces and saves "
-    "the transform graph, and writes every transformed example",
+    nodes.TRANSFORM: "TFT analyses every example in a Beam pipeline, then traces and saves the transform graph "
+    "(the Trainer applies it as it reads)",
     nodes.TRAINER: "builds, trains and exports the model with its Transform layer as a SavedModel",
     nodes.EVALUATOR: "TFMA runs both signatures on every eval example and combines metrics per slice "
     "(overall, island, sex) element by element in Beam",

@@ -18,7 +18,6 @@ import tf_keras as keras
 from tfx.components.trainer.fn_args_utils import DataAccessor
 from tfx.components.util import tfxio_utils
 from tfx.types import artifact_utils
-from tfx_bsl.public import tfxio
 
 import models  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from bench.measure import PROJECT_ROOT
@@ -74,7 +73,7 @@ def trainer_input(output: Path) -> dict:
     store, executions = _latest(output)
     transform = executions[nodes.TRANSFORM]
     tft_output = tft.TFTransformOutput(transform.output("transform_graph").uri)
-    examples = _artifact(store, transform.output("transformed_examples"))
+    examples = _artifact(store, executions[nodes.EXAMPLE_GEN].output("examples"))
     accessor = DataAccessor(
         tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []),
         record_batch_factory=None,
@@ -108,13 +107,7 @@ def trainer_input(output: Path) -> dict:
     examples_per_second = {k: v * batch for k, v in rates.items()}
     reading = {
         "shuffled": _batches_per_second(streamed),
-        "unshuffled": _batches_per_second(
-            accessor.tf_dataset_factory(
-                train_files,
-                tfxio.TensorFlowDatasetOptions(batch_size=batch, label_key=label.transformed_name, shuffle=False),
-                tft_output.transformed_metadata.schema,
-            ).repeat()
-        ),
+        "unshuffled": _batches_per_second(training.make_dataset(train_files, accessor, tft_output, label, batch)),
     }
     return {
         "batch_size": batch,
@@ -170,19 +163,19 @@ def serving(output: Path) -> dict:
 
 
 def record_counts(output: Path) -> dict:
-    """Examples per split as StatisticsGen counted them, and as Transform wrote them."""
+    """Examples per split as StatisticsGen counted them, and as ExampleGen wrote them."""
     import tensorflow_data_validation as tfdv
 
     _, executions = _latest(output)
     statistics_uri = executions[nodes.STATISTICS_GEN].output("statistics").uri
-    transformed_uri = executions[nodes.TRANSFORM].output("transformed_examples").uri
+    examples_uri = executions[nodes.EXAMPLE_GEN].output("examples").uri
     counts = {}
     for split in ("train", "eval"):
         stats = tfdv.load_stats_binary(f"{statistics_uri}/Split-{split}/FeatureStats.pb")
-        files = tf.io.gfile.glob(f"{transformed_uri}/Split-{split}/*")
+        files = tf.io.gfile.glob(f"{examples_uri}/Split-{split}/*")
         counts[split] = {
             "statistics": int(stats.datasets[0].num_examples),
-            "transformed": int(tf.data.TFRecordDataset(files, compression_type="GZIP").reduce(0, lambda n, _: n + 1)),
+            "written": int(tf.data.TFRecordDataset(files, compression_type="GZIP").reduce(0, lambda n, _: n + 1)),
         }
     return counts
 

@@ -233,9 +233,15 @@ def inputs_of(store: metadata_store.MetadataStore, artifact_id: int) -> dict[str
 
 
 def training_examples(store: metadata_store.MetadataStore, model_id: int) -> metadata_store_pb2.Artifact | None:
-    """ExampleGen's Examples a Trainer's model was made from: its transformed examples' own input."""
-    transformed = inputs_of(store, model_id).get("examples")
-    return inputs_of(store, transformed.id).get("examples") if transformed is not None else None
+    """ExampleGen's Examples a Trainer's model was made from.
+
+    The Trainer reads them itself; models trained before Transform stopped materializing read Transform's
+    transformed examples, whose own input they are.
+    """
+    examples = inputs_of(store, model_id).get("examples")
+    if examples is None:
+        return None
+    return inputs_of(store, examples.id).get("examples") or examples
 
 
 def statistics_of(store: metadata_store.MetadataStore, examples_id: int) -> metadata_store_pb2.Artifact | None:

@@ -194,6 +194,9 @@ def create_pipeline(
         custom_config={**declared, PREPROCESSING_DIGEST: settings.preprocessing_digest},
         # StatisticsGen and ExampleValidator already profiled and checked the raw data.
         disable_statistics=True,
+        # Only the analysis pass: the Trainer and Tuner apply the transform graph as they read ExampleGen's
+        # examples, so no transformed copy of the whole table is written, most of which they never read.
+        materialize=False,
         disable_analyzer_cache=True,
         force_tf_compat_v1=True,
     ).with_id(TRANSFORM)
@@ -225,7 +228,7 @@ def create_pipeline(
         # KerasTuner search over the space run_fn also uses; its best values feed the Trainer.
         code, code_key = _user_code(settings, TUNER_FN)
         tuner = tfx.components.Tuner(
-            examples=transform.outputs["transformed_examples"],
+            examples=example_gen.outputs["examples"],
             transform_graph=transform.outputs["transform_graph"],
             train_args=tfx.proto.TrainArgs(),  # the budget in custom_config says how long
             eval_args=tfx.proto.EvalArgs(),
@@ -241,7 +244,7 @@ def create_pipeline(
 
     code, code_key = _user_code(settings, RUN_FN)
     trainer = tfx.components.Trainer(
-        examples=transform.outputs["transformed_examples"],
+        examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         hyperparameters=hyperparameters,

@@ -1,5 +1,6 @@
 """The processes of tests/test_multi_worker.py: one process training alone, and a chief and a worker training
-together on loopback, each running TFX's own Trainer executor on one Transform output made without a pipeline.
+together on loopback, each running TFX's own Trainer executor on raw examples and one transform graph made without a
+pipeline.
 
 - `python -m tests.multi_worker_task reference SPEC`: takes the Trainer's custom_config for each run from the
   project's own wiring, writes the Transform output (`prepare`), signals it is ready, then trains alone.
@@ -58,13 +59,12 @@ def trainer_configs(project: Path, runs: dict[str, dict]) -> tuple[Settings, dic
 
 
 def prepare(resolved: Settings, work: Path) -> None:
-    """Writes the project's rows as raw tf.Examples (`work/raw`), and Transform's outputs for them: the transform
-    graph (`work/transform`) and the transformed examples (`work/transformed/Split-*`), gzipped as TFX writes them."""
+    """Writes the project's rows as raw tf.Examples (`work/raw/Split-*`), gzipped as ExampleGen writes them, and
+    Transform's output for them: the transform graph (`work/transform`), analysed on the train split."""
     import apache_beam as beam
     import tensorflow as tf
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
-    from tfx_bsl.coders import example_coder
     from tfx_bsl.public import tfxio
 
     from models import features, preprocessing
@@ -85,31 +85,18 @@ def prepare(resolved: Settings, work: Path) -> None:
                 writer.write(row)
 
     custom_config = {features.CUSTOM_CONFIG_KEY: resolved.declarations.to_json()}
-    sources = {
-        split: tfxio.TFExampleRecord(str(work / "raw" / f"Split-{split}" / "*"), schema=resolved.imported_schema)
-        for split in SPLITS
-    }
+    sources = {"train": tfxio.TFExampleRecord(str(work / "raw" / "Split-train" / "*"), schema=resolved.imported_schema)}
     adapter = sources["train"].TensorAdapterConfig()
-    # TF1-compatible tracing, as the pipeline's Transform does (half the time).
+    # TF1-compatible tracing, as the pipeline's Transform does (half the time); no transformed copy, as there.
     with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(work / "tft_tmp"), force_tf_compat_v1=True):
-        read = {split: pipeline | f"Read{split}" >> sources[split].BeamSource() for split in SPLITS}
-        (train, _), transform_fn = (read["train"], adapter) | tft_beam.AnalyzeAndTransformDataset(
-            lambda inputs: preprocessing.preprocessing_fn(inputs, custom_config), output_record_batches=True
+        train = pipeline | "ReadTrain" >> sources["train"].BeamSource()
+        transform_fn = (train, adapter) | tft_beam.AnalyzeDataset(
+            lambda inputs: preprocessing.preprocessing_fn(inputs, custom_config)
         )
-        evaluation, _ = ((read["eval"], adapter), transform_fn) | tft_beam.TransformDataset(output_record_batches=True)
         _ = transform_fn | tft_beam.WriteTransformFn(str(work / "transform"))
         _ = tft.DatasetMetadata(resolved.imported_schema) | "WriteRawMetadata" >> tft_beam.WriteMetadata(
             str(work / "transform" / "metadata"), pipeline
         )
-        for split, batches in (("train", train), ("eval", evaluation)):
-            _ = (
-                batches
-                | f"Encode{split}" >> beam.FlatMap(lambda batch: example_coder.RecordBatchToExamples(batch[0]))
-                | f"Write{split}"
-                >> beam.io.WriteToTFRecord(
-                    str(work / "transformed" / f"Split-{split}" / "transformed_examples"), file_name_suffix=".gz"
-                )
-            )
 
 
 def _evaluate(serving_dir: str, work: Path, label: str, classes: list[str]) -> dict:
@@ -181,7 +168,7 @@ def train(task: dict) -> None:
     distribution.choose_strategy = recording_choice
 
     examples = standard_artifacts.Examples()
-    examples.uri, examples.split_names = str(work / "transformed"), json.dumps(list(SPLITS))
+    examples.uri, examples.split_names = str(work / "raw"), json.dumps(list(SPLITS))
     graph = standard_artifacts.TransformGraph()
     graph.uri = str(work / "transform")
     model, model_run = standard_artifacts.Model(), standard_artifacts.ModelRun()

@@ -155,10 +155,12 @@ def test_lineage_links_pushed_model_to_its_training_examples(two_runs):
     upstream = {a.id: a for a in lineage.upstream_artifacts(store, pushed.id)}
     assert first[nodes.TRAINER].output("model").id in upstream
     assert first[nodes.EXAMPLE_GEN].output("examples").id in upstream
-    assert first[nodes.TRANSFORM].output("transformed_examples").id in upstream
+    assert first[nodes.TRANSFORM].output("transform_graph").id in upstream
     assert first[nodes.SCHEMA_GEN].output("schema").id in upstream
     assert first[nodes.TUNER].output("best_hyperparameters").id in upstream
-    assert first[nodes.TRAINER].inputs["examples"][0].id == first[nodes.TRANSFORM].output("transformed_examples").id
+    # Transform writes no transformed copy: the Trainer reads ExampleGen's examples through the transform graph.
+    assert first[nodes.TRAINER].inputs["examples"][0].id == first[nodes.EXAMPLE_GEN].output("examples").id
+    assert "transformed_examples" not in first[nodes.TRANSFORM].outputs
 
 
 @pytest.mark.pipeline
@@ -298,7 +300,7 @@ def test_training_reads_the_whole_split_shuffled_although_the_file_is_sorted(two
     store, runs = _runs(two_runs.output)
     transform = runs[0][nodes.TRANSFORM]
     examples = standard_artifacts.Examples()
-    examples.set_mlmd_artifact(transform.output("transformed_examples"))
+    examples.set_mlmd_artifact(runs[0][nodes.EXAMPLE_GEN].output("examples"))
     accessor = DataAccessor(tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []), None, None)
     tft_output = tft.TFTransformOutput(transform.output("transform_graph").uri)
     files = [f"{examples.uri}/Split-train/*"]
