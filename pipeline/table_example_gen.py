@@ -106,12 +106,60 @@ def _TableToExamples(pipeline: beam.Pipeline, exec_properties: dict, split_patte
     )
 
 
+def runs_in_process(beam_args: list[str]) -> bool:
+    """Whether Beam runs the pipeline in this process: the DirectRunner in its in_memory mode."""
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+    options = PipelineOptions(beam_args)
+    runner = options.view_as(StandardOptions).runner
+    return runner in (None, "DirectRunner", "SwitchingDirectRunner") and (
+        options.view_as(DirectOptions).direct_running_mode == "in_memory"
+    )
+
+
 class TableExampleGenExecutor(BaseExampleGenExecutor):
     """Reads CSV or Parquet with Arrow, typed by the curated schema, into tf.Examples."""
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802
         """The Beam source for one split."""
         return _TableToExamples
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802  (TFX's name)
+        """TFX's, except that in Beam's in-process runner each split is written as it comes.
+
+        TFX reshuffles every record before writing (write_split.WriteSplit), so that a distributed runner
+        spreads the writes over its workers. In this process that is a GroupByKey of the whole table,
+        pickled record by record: a third of ExampleGen's time, for a file order it leaves as it was.
+        """
+        if not runs_in_process(self._beam_pipeline_args):
+            super().Do(input_dict, output_dict, exec_properties)
+            return
+        from tfx.components.example_gen import write_split
+        from tfx.components.util import examples_utils
+        from tfx.types import artifact_utils
+
+        input_config = proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input()
+        )
+        output_config = proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], example_gen_pb2.Output()
+        )
+        outputs = output_dict[standard_component_specs.EXAMPLES_KEY]
+        artifact_utils.get_single_instance(outputs).split_names = artifact_utils.encode_split_names(
+            example_gen_utils.generate_output_split_names(input_config, output_config)
+        )
+        with self._make_beam_pipeline() as pipeline:
+            for split, records in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
+                prefix = os.path.join(artifact_utils.get_split_uri(outputs, split), write_split.DEFAULT_FILE_NAME)
+                _ = records | f"WriteSplit[{split}]" >> beam.io.WriteToTFRecord(prefix, file_name_suffix=".gz")
+        for examples in outputs:
+            examples_utils.set_payload_format(
+                examples, exec_properties[standard_component_specs.OUTPUT_DATA_FORMAT_KEY]
+            )
+            examples_utils.set_file_format(
+                examples,
+                write_split.to_file_format_str(exec_properties[standard_component_specs.OUTPUT_FILE_FORMAT_KEY]),
+            )
 
 
 class ContentFingerprintDriver(driver.FileBasedDriver):

@@ -187,3 +187,19 @@ def test_drift_nodes_are_wired_only_with_a_baseline_and_take_thresholds_from_the
     assert comparators["body_mass_g"].jensen_shannon_divergence.threshold == 0.3  # the per-column override
     rows = drift.validator_config(with_baseline).default_slice_config.num_examples_comparator
     assert (rows.min_fraction_threshold, rows.max_fraction_threshold) == (0.5, 2.0)
+
+
+@pytest.mark.parametrize(
+    "beam_args, in_process",
+    [
+        (settings.DEFAULT_BEAM_ARGS, True),
+        ((), True),
+        (("--runner=DirectRunner",), True),
+        (("--direct_running_mode=multi_processing", "--direct_num_workers=2"), False),
+        (("--runner=PortableRunner", "--job_endpoint=localhost:8099"), False),
+        (("--runner=DataflowRunner", "--project=p", "--region=europe-west1"), False),
+    ],
+)
+def test_example_gen_skips_tfxs_reshuffle_only_in_beams_in_process_runner(beam_args, in_process):
+    """A distributed runner needs the reshuffle to spread the writes; one process pays for it and gains nothing."""
+    assert table_example_gen.runs_in_process(list(beam_args)) is in_process
