@@ -19,14 +19,15 @@ from pathlib import Path
 
 import apache_beam as beam
 import pyarrow.compute as pc
-from tfx.components.example_gen import driver
+from tfx.components.example_gen import driver, write_split
 from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.components.example_gen.import_example_gen.component import ImportExampleGen
+from tfx.components.util import examples_utils
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
-from tfx.types import standard_component_specs
+from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from pipeline import digests, tables
@@ -134,10 +135,6 @@ class TableExampleGenExecutor(BaseExampleGenExecutor):
         if not runs_in_process(self._beam_pipeline_args):
             super().Do(input_dict, output_dict, exec_properties)
             return
-        from tfx.components.example_gen import write_split
-        from tfx.components.util import examples_utils
-        from tfx.types import artifact_utils
-
         input_config = proto_utils.json_to_proto(
             exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input()
         )

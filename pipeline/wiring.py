@@ -86,22 +86,25 @@ def _baseline_resolver(settings: Settings, candidate: tfx.dsl.Channel) -> tfx.ds
     ).with_id(BASELINE_RESOLVER)
 
 
+def split_config(settings: Settings) -> tfx.proto.SplitConfig:
+    """How ExampleGen hash-splits a batch: the eval fraction of SPLIT_BUCKETS buckets (at least one) to eval."""
+    eval_buckets = max(1, round(settings.project.split.eval_fraction * SPLIT_BUCKETS))
+    return tfx.proto.SplitConfig(
+        splits=[
+            tfx.proto.SplitConfig.Split(name="train", hash_buckets=SPLIT_BUCKETS - eval_buckets),
+            tfx.proto.SplitConfig.Split(name="eval", hash_buckets=eval_buckets),
+        ]
+    )
+
+
 def _example_gen(settings: Settings):
     """The ExampleGen for the data's format, reading the newest span or the one asked for."""
     data = settings.project.data
     pattern = f"span-{{SPAN}}/{data.file_pattern}" if settings.reads_spans else data.file_pattern
-    eval_buckets = max(1, round(settings.project.split.eval_fraction * SPLIT_BUCKETS))
     kwargs = dict(
         input_base=settings.data_uri,
         input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="all", pattern=pattern)]),
-        output_config=tfx.proto.Output(
-            split_config=tfx.proto.SplitConfig(
-                splits=[
-                    tfx.proto.SplitConfig.Split(name="train", hash_buckets=SPLIT_BUCKETS - eval_buckets),
-                    tfx.proto.SplitConfig.Split(name="eval", hash_buckets=eval_buckets),
-                ]
-            )
-        ),
+        output_config=tfx.proto.Output(split_config=split_config(settings)),
     )
     if settings.span is not None:  # else TFX's driver takes the newest span
         kwargs["range_config"] = tfx.proto.RangeConfig(

@@ -85,12 +85,11 @@ def prepare(resolved: Settings, work: Path) -> None:
                 writer.write(row)
 
     custom_config = {features.CUSTOM_CONFIG_KEY: resolved.declarations.to_json()}
-    sources = {"train": tfxio.TFExampleRecord(str(work / "raw" / "Split-train" / "*"), schema=resolved.imported_schema)}
-    adapter = sources["train"].TensorAdapterConfig()
+    source = tfxio.TFExampleRecord(str(work / "raw" / "Split-train" / "*"), schema=resolved.imported_schema)
     # TF1-compatible tracing, as the pipeline's Transform does (half the time); no transformed copy, as there.
     with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(work / "tft_tmp"), force_tf_compat_v1=True):
-        train = pipeline | "ReadTrain" >> sources["train"].BeamSource()
-        transform_fn = (train, adapter) | tft_beam.AnalyzeDataset(
+        train = pipeline | "ReadTrain" >> source.BeamSource()
+        transform_fn = (train, source.TensorAdapterConfig()) | tft_beam.AnalyzeDataset(
             lambda inputs: preprocessing.preprocessing_fn(inputs, custom_config)
         )
         _ = transform_fn | tft_beam.WriteTransformFn(str(work / "transform"))

@@ -121,20 +121,20 @@ def _eval_examples(output: Path) -> list[tf.train.Example]:
 def test_example_gen_writes_each_split_in_the_tables_row_order(two_runs):
     """Beam's in-process runner writes the splits as they come, with no reshuffle: the same rows in the same order
     on every run, so the Trainer's seeded shuffle sees the same sequence."""
-    from tfx.components.example_gen import base_example_gen_executor as tfx_example_gen
-    from tfx.proto import example_gen_pb2
+    import itertools
 
-    from pipeline import config, settings, table_example_gen
-    from pipeline.wiring import SPLIT_BUCKETS
+    from tfx.components.example_gen import base_example_gen_executor as tfx_example_gen
+
+    from pipeline import config, settings, table_example_gen, wiring
 
     resolved = settings.resolve(config.load_project(PROJECT_ROOT / config.CONFIG_FILE), PROJECT_ROOT)
     csv = resolved.input_folder / resolved.data_files[0]
     rows = table_example_gen.serialized_examples(str(csv), "csv", resolved.example_column_types, LABEL)
-    eval_buckets = round(resolved.project.split.eval_fraction * SPLIT_BUCKETS)
-    buckets, no_feature = [SPLIT_BUCKETS - eval_buckets, SPLIT_BUCKETS], example_gen_pb2.SplitConfig()
-    expected = {"train": [], "eval": []}
+    splits = wiring.split_config(resolved)
+    buckets = list(itertools.accumulate(split.hash_buckets for split in splits.splits))  # as TFX's executor sums them
+    expected = {split.name: [] for split in splits.splits}
     for row in rows:
-        expected[("train", "eval")[tfx_example_gen._PartitionFn(row, 2, buckets, no_feature)]].append(row)
+        expected[splits.splits[tfx_example_gen._PartitionFn(row, len(buckets), buckets, splits)].name].append(row)
     for split, records in expected.items():
         (split_dir,) = (two_runs.output / "pipeline" / nodes.EXAMPLE_GEN / "examples").glob(f"*/Split-{split}")
         (path,) = split_dir.glob("*.gz")
