@@ -100,9 +100,9 @@ def failed_thresholds(evaluation_uri: str, slices: dict[str, dict[str, float]], 
             )
     if result.missing_cross_slices:
         reasons.append(
-            "TFMA recorded no check of the slices against the overall value (max_slice_gap): the fairness gate "
-            "needs the Evaluator's own process to run TFMA's validation, as Beam's in_memory direct runner (the "
-            "default) does; see pipeline/evaluator.py"
+            "TFMA recorded no check of the slices against the overall value (max_slice_gap): the Beam workers "
+            "that ran TFMA's validation did not import pipeline.beam_worker, which corrects it (Beam's "
+            "--beam_plugin, imported by sdk_worker_main); see pipeline/cross_slice_validation.py"
         )
     if not reasons and not result.validation_ok:
         reasons.append("TFMA validation failed; see the Evaluator's validations file")

@@ -1,6 +1,6 @@
 """The fairness gate across slices: its settings, the TFMA config it becomes, TFMA judging with it, and the summary.
 
-TFMA is run here on a table of labels and predictions (`tfma.analyze_raw_data`), no model: the same EvalConfig,
+TFMA is run here on a table of labels and predictions (as `tfma.analyze_raw_data` runs it), no model: the same EvalConfig,
 metrics, cross-slice threshold and validator as the Evaluator's, in seconds. `test_own_data.py` runs the whole
 pipeline on a table with one branch far behind the rest.
 """
@@ -222,11 +222,21 @@ def _raw_data_config(resolved: settings.Settings):
 ISLANDS = {"Biscoe": (160, True), "Dream": (60, False), "Torgersen": (20, False)}
 
 
-def _evaluate(resolved: settings.Settings, output: Path, corrected: bool = True) -> Path:
-    import pandas as pd
-    import tensorflow_model_analysis as tfma
+IN_PROCESS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+WORKERS = ("--direct_running_mode=multi_processing", "--direct_num_workers=1")  # a worker process of its own
 
-    from pipeline import evaluator
+
+def _evaluate(
+    resolved: settings.Settings, output: Path, corrected: bool = True, beam_args: tuple[str, ...] = IN_PROCESS
+) -> Path:
+    """TFMA's evaluation of the islands table, on Beam with `beam_args`, as `tfma.analyze_raw_data` runs it."""
+    import apache_beam as beam
+    import pandas as pd
+    import pyarrow as pa
+    import tensorflow_model_analysis as tfma
+    from tfx_bsl.arrow import table_util
+
+    from pipeline import cross_slice_validation
 
     label = resolved.declarations.label.transformed_name
     rows = []
@@ -235,8 +245,17 @@ def _evaluate(resolved: settings.Settings, output: Path, corrected: bool = True)
             positive = i % 2
             score = (0.9 if positive else 0.1) if ranked else 0.6
             rows.append({label: float(positive), "probability": score, "island": island})
-    with evaluator.cross_slice_bookkeeping() if corrected else contextlib.nullcontext():
-        tfma.analyze_raw_data(pd.DataFrame(rows), _raw_data_config(resolved), output_path=str(output))
+    table = table_util.CanonicalizeRecordBatch(pa.RecordBatch.from_pandas(pd.DataFrame(rows)))
+    eval_config = _raw_data_config(resolved)
+    writers = tfma.default_writers(str(output), eval_config=eval_config)
+    options = beam.options.pipeline_options.PipelineOptions(list(beam_args))
+    with cross_slice_validation.corrected() if corrected else contextlib.nullcontext():
+        with beam.Pipeline(options=options) as pipeline:
+            _ = (
+                pipeline
+                | beam.Create([table])
+                | tfma.ExtractEvaluateAndWriteResults(eval_config=eval_config, output_path=str(output), writers=writers)
+            )
     return output
 
 
@@ -298,9 +317,50 @@ def test_tfma_passes_a_model_within_the_gap_but_only_with_its_cross_slice_bookke
     assert metrics_validator.get_missing_slices(
         corrected.validation_details.slicing_details, _raw_data_config(generous)
     )
-    assert "fairness gate needs the Evaluator's own process" in " ".join(
+    assert "did not import pipeline.beam_worker" in " ".join(
         report.failed_thresholds(str(tmp_path / "stock"), {}, generous)
     )
+
+
+def test_tfma_validating_in_beams_worker_processes_is_corrected_by_the_evaluators_beam_plugin(tmp_path, project):
+    """With Beam's workers in other processes (multi_processing here; Dataflow, Flink and Spark alike), TFMA
+    validates there, where the Evaluator's own correction does not reach: the plugin it names corrects them."""
+    import tensorflow_model_analysis as tfma
+
+    from pipeline import evaluator
+
+    generous = _settings(project, BINARY + "max_slice_gap = 0.6\n")
+    plugin = f"--beam_plugin={evaluator.WORKER_PLUGIN}"
+    with_plugin = tfma.load_validation_result(
+        str(_evaluate(generous, tmp_path / "plugin", corrected=False, beam_args=(*WORKERS, plugin)))
+    )
+    assert with_plugin.validation_ok, with_plugin
+    assert not with_plugin.missing_cross_slices
+
+    in_process_only = tfma.load_validation_result(
+        str(_evaluate(generous, tmp_path / "in-process", corrected=True, beam_args=WORKERS))
+    )
+    assert not in_process_only.validation_ok
+    assert list(in_process_only.missing_cross_slices) == list(_raw_data_config(generous).cross_slicing_specs)
+
+
+def test_the_evaluator_names_the_worker_plugin_in_its_beam_arguments_and_nothing_else_does(project):
+    import importlib.util
+
+    from pipeline import evaluator
+
+    pipeline = create_pipeline(
+        _settings(project, BINARY + "max_slice_gap = 0.1\n"), metadata_store_pb2.ConnectionConfig()
+    )
+    plugin = f"--beam_plugin={evaluator.WORKER_PLUGIN}"
+    beam_args = {
+        node.id: list(node.executor_spec.beam_pipeline_args)
+        for node in pipeline.components
+        if hasattr(node.executor_spec, "beam_pipeline_args")
+    }
+    assert beam_args[nodes.EVALUATOR].count(plugin) == 1
+    assert [node for node, args in beam_args.items() if plugin in args] == [nodes.EVALUATOR]
+    assert importlib.util.find_spec(evaluator.WORKER_PLUGIN) is not None
 
 
 # ---------------------------------------------------------------- what a user sees
