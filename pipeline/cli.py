@@ -573,7 +573,7 @@ def compile_spec(config_file, target, output):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter, before TFX imports it
     warnings.simplefilter("ignore")
     logging.getLogger("absl").setLevel(logging.ERROR)  # TFX logs each step of the compilation
-    from pipeline import kubeflow
+    from pipeline import kubeflow, redaction
 
     started = time.monotonic()
     try:
@@ -599,6 +599,13 @@ def compile_spec(config_file, target, output):
         "Before its first run, and after any schema edit, upload the schema it imports (named by its content):\n"
         f"  gcloud storage cp {escape(str(compiled.schema_file))} {escape(compiled.schema_uri)}"
     )
+    secrets = redaction.secret_options(settings.beam_args)
+    if secrets:  # logs and records redact them; a spec to upload cannot
+        console.print(
+            f"[yellow]Warning:[/] the spec holds the value of {escape(', '.join(secrets))} in clear text, as the "
+            "Beam arguments of its tasks: anyone who can read the spec or the pipeline job can read it. Give "
+            "Dataflow's workers their access through a service account (--service_account_email) instead."
+        )
     if target == KUBEFLOW:
         console.print(
             "Kubeflow Pipelines' open-source backend does not run resolver tasks "

@@ -249,6 +249,19 @@ def test_a_cluster_setting_a_cluster_cannot_use_is_refused_naming_the_key(projec
     assert message in str(refused.value)
 
 
+def test_a_secret_in_the_clusters_beam_args_is_compiled_with_a_warning_naming_it(tmp_path, project):
+    section = documented_cluster_section() + 'beam_args = ["--db_password=hunter2", "--max_num_workers=8"]\n'
+    project_file = project / config.CONFIG_FILE
+    project_file.write_text(project_file.read_text() + "\n" + section)
+    spec = tmp_path / "pipeline.json"
+    result = _invoke("compile", "--config", str(project_file), "--output", str(spec))
+    assert result.exit_code == 0, result.output
+    printed = " ".join(result.output.split())
+    assert "Warning: the spec holds the value of --db_password in clear text" in printed
+    assert "hunter2" not in result.output and "max_num_workers" not in printed
+    assert "--db_password=hunter2" in spec.read_text()  # what the warning is about
+
+
 def test_the_pusher_refuses_a_remote_destination_rather_than_a_folder_named_gs():
     with pytest.raises(serving.DeliveryError, match="cannot publish to gs://bucket/serving/penguins"):
         pusher.serving_folder("gs://bucket/serving/penguins")
