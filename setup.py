@@ -11,5 +11,5 @@ setup(
     package_data={"pipeline": ["templates/*.j2"]},  # the run report's page
     # Dependencies are pinned in requirements.lock and installed from it; see the Makefile.
     install_requires=[],
-    entry_points={"console_scripts": ["tfxp = pipeline.cli:main"]},
+    entry_points={"console_scripts": ["tfxp = pipeline.cli:entry"]},
 )

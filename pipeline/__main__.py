@@ -1,5 +1,5 @@
 """Lets `python -m pipeline` behave exactly like the `tfxp` console script."""
 
-from pipeline.cli import main
+from pipeline.cli import entry
 
-main()
+entry()

@@ -113,6 +113,20 @@ class _Commands(click.Group):
             sys.exit(EXIT_INTERRUPTED)
 
 
+def entry() -> None:
+    """`tfxp` and `python -m pipeline`: the CLI, then Python's teardown with Ctrl-C ignored.
+
+    A command has finished and said so when `main` ends; the teardown after it takes seconds with TensorFlow
+    loaded. A Ctrl-C there could only print a traceback from an exit handler, or end the process by SIGINT in
+    place of the exit code the command chose. Ignored, not handled: Python resets its own handlers to the
+    default action part way through the teardown.
+    """
+    try:
+        main()
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """A local-first TFX pipeline: validated data in, a blessed SavedModel out, lineage throughout."""

@@ -239,6 +239,29 @@ def _finish(process: subprocess.Popen, timeout: float = 900) -> CliResult:
     return CliResult(process.returncode, stdout, stderr)
 
 
+# A Ctrl-C that lands after the command has finished: here, from an exit handler, as Python tears down.
+CTRL_C_IN_TEARDOWN = """
+import atexit, os, signal, sys
+atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))
+sys.argv = ["tfxp", "--help"]
+from pipeline.cli import entry
+entry()
+"""
+
+
+def test_a_ctrl_c_after_the_command_has_finished_changes_neither_its_exit_code_nor_its_output():
+    # Before cli.entry ignored it: "Exception ignored in atexit callback [...] KeyboardInterrupt" on stderr.
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_IN_TEARDOWN],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stderr) == (cli.EXIT_OK, ""), done
+    assert done.stdout.startswith("Usage: tfxp")
+
+
 @pytest.mark.pipeline
 def test_a_sigkilled_runs_lock_is_taken_over_by_the_next_run_which_finishes(project, tmp_path):
     output = tmp_path / "outputs"
@@ -304,8 +327,11 @@ def test_two_runs_started_at_the_same_moment_ten_times_one_runs_and_the_store_st
             assert len(lineage.pipeline_runs(lineage.open_store(output))) == runs
         else:
             # Interrupted while an extension runs Python code for its import, CPython ends the process by SIGINT
-            # even after `tfxp` caught it and chose 130; a shell reports both as 130.
-            assert winner.code in (cli.EXIT_INTERRUPTED, -signal.SIGINT), f"round {round_}: {winner}"
+            # even after `tfxp` caught it and chose 130; a shell reports both as 130. A winner the signal reached
+            # only after it had finished and said so (on a loaded machine the loser can take that long to exit)
+            # is in its teardown, which ignores Ctrl-C (cli.entry), and exits 0.
+            finished = winner.code == cli.EXIT_OK and "\nReport: " in winner.stdout
+            assert finished or winner.code in (cli.EXIT_INTERRUPTED, -signal.SIGINT), f"round {round_}: {winner}"
     connection = sqlite3.connect(output / METADATA_FILE)
     try:
         assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
