@@ -21,6 +21,7 @@ from pipeline import cross_slice_validation, serving
 
 # By name: importing pipeline.beam_worker here would correct TFMA for this whole process, not just the executor.
 WORKER_PLUGIN = "pipeline.beam_worker"
+WORKER_PLUGIN_ARG = f"--beam_plugin={WORKER_PLUGIN}"  # the Evaluator's own Beam argument
 
 
 class Executor(tfx_evaluator.Executor):
@@ -49,4 +50,4 @@ class Evaluator(tfx.components.Evaluator):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.with_beam_pipeline_args([f"--beam_plugin={WORKER_PLUGIN}"])
+        self.with_beam_pipeline_args([WORKER_PLUGIN_ARG])

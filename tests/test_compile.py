@@ -115,11 +115,10 @@ def test_every_component_is_a_task_in_the_image_with_the_cluster_beam_args(compi
     assert f"--setup_file={settings.IMAGE_PROJECT_DIR}/setup.py" in beam_args
     containers = compiled.containers()
     assert len(containers) == len(expected) - 2  # all but the two resolver queries
-    plugin = f"--beam_plugin={evaluator.WORKER_PLUGIN}"  # the Evaluator's own: TFMA's correction in Dataflow's workers
     for label, container in containers.items():
         assert container["image"] == cluster.image, label
         assert container["command"] == list(kubeflow.TASK_COMMAND), label
-        own = [plugin] if label == f"{nodes.EVALUATOR}_executor" else []
+        own = [evaluator.WORKER_PLUGIN_ARG] if label == f"{nodes.EVALUATOR}_executor" else []
         assert container["args"][-len(beam_args) - len(own) :] == beam_args + own, label
         hook = container.get("lifecycle", {}).get("preCacheCheck")
         if hook:  # ExampleGen's driver (span, version, fingerprint) gets the same arguments

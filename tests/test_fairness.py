@@ -1,8 +1,8 @@
 """The fairness gate across slices: its settings, the TFMA config it becomes, TFMA judging with it, and the summary.
 
-TFMA is run here on a table of labels and predictions (as `tfma.analyze_raw_data` runs it), no model: the same EvalConfig,
-metrics, cross-slice threshold and validator as the Evaluator's, in seconds. `test_own_data.py` runs the whole
-pipeline on a table with one branch far behind the rest.
+TFMA is run here on a table of labels and predictions (as `tfma.analyze_raw_data` runs it), no model: the same
+EvalConfig, metrics, cross-slice threshold and validator as the Evaluator's, in seconds. `test_own_data.py` runs
+the whole pipeline on a table with one branch far behind the rest.
 """
 
 from __future__ import annotations
@@ -330,9 +330,10 @@ def test_tfma_validating_in_beams_worker_processes_is_corrected_by_the_evaluator
     from pipeline import evaluator
 
     generous = _settings(project, BINARY + "max_slice_gap = 0.6\n")
-    plugin = f"--beam_plugin={evaluator.WORKER_PLUGIN}"
     with_plugin = tfma.load_validation_result(
-        str(_evaluate(generous, tmp_path / "plugin", corrected=False, beam_args=(*WORKERS, plugin)))
+        str(
+            _evaluate(generous, tmp_path / "plugin", corrected=False, beam_args=(*WORKERS, evaluator.WORKER_PLUGIN_ARG))
+        )
     )
     assert with_plugin.validation_ok, with_plugin
     assert not with_plugin.missing_cross_slices
@@ -352,14 +353,13 @@ def test_the_evaluator_names_the_worker_plugin_in_its_beam_arguments_and_nothing
     pipeline = create_pipeline(
         _settings(project, BINARY + "max_slice_gap = 0.1\n"), metadata_store_pb2.ConnectionConfig()
     )
-    plugin = f"--beam_plugin={evaluator.WORKER_PLUGIN}"
     beam_args = {
         node.id: list(node.executor_spec.beam_pipeline_args)
         for node in pipeline.components
         if hasattr(node.executor_spec, "beam_pipeline_args")
     }
-    assert beam_args[nodes.EVALUATOR].count(plugin) == 1
-    assert [node for node, args in beam_args.items() if plugin in args] == [nodes.EVALUATOR]
+    assert beam_args[nodes.EVALUATOR].count(evaluator.WORKER_PLUGIN_ARG) == 1
+    assert [node for node, args in beam_args.items() if evaluator.WORKER_PLUGIN_ARG in args] == [nodes.EVALUATOR]
     assert importlib.util.find_spec(evaluator.WORKER_PLUGIN) is not None
 
 
